@@ -162,48 +162,45 @@ def extract_boxed_answer(text: str) -> str | None:
 # String normalization (the cheap path, also used as the majority-vote key)
 # ----------------------------------------------------------------------------------------------------------------
 
-_TEXT_WRAPPER_RE = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|mathit|operatorname)\s*\{")
-_SPACING_RE = re.compile(r"\\[!,;:> ]|\\q?quad|~")
+_TEXT_WRAPPER_RE = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|mathit)\s*\{")
+# A `\\` pair (row separator) is matched first so that `\\ ` is never read as the spacing command `\ `.
+_SPACING_RE = re.compile(r"(\\\\)|\\[!,;:> ]|\\q?quad(?![A-Za-z])|~")
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![A-Za-z])\.?")
-_DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|°")
+_DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![A-Za-z])|\\degree(?![A-Za-z])|°")
 
 
 def _unwrap_command(text: str, pattern: re.Pattern[str]) -> str:
-    """Replace every `\\cmd{content}` matched by ``pattern`` (which ends at the `{`) by `content`."""
+    """Replace every `\\cmd{content}` matched by ``pattern`` (which ends at the `{`) by `content`, recursively."""
     out = []
     pairs = _brace_pairs(text)
     pos = 0
-    while True:
-        m = pattern.search(text, pos)
-        if m is None:
-            out.append(text[pos:])
-            return "".join(out)
+    while (m := pattern.search(text, pos)) is not None:
         end = pairs.get(m.end() - 1)
-        if end is None:
-            out.append(text[pos:])
-            return "".join(out)
-        out.append(text[pos : m.start()])
-        out.append(text[m.end() : end - 1])
-        pos = end
+        if end is None:  # unclosed: leave it as it is
+            out.append(text[pos : m.end()])
+        else:
+            out.append(text[pos : m.start()])
+            out.append(_unwrap_command(text[m.end() : end - 1], pattern))
+        pos = m.end() if end is None else end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def normalize_answer(answer: str) -> str:
     """A whitespace- and markup-insensitive form of an answer string, for exact matching and vote grouping.
 
-    Two answers with the same normalized form are graded equal without calling math-verify. It only removes markup
-    that never changes the value: spaces, `\\left`/`\\right`, spacing commands, `\\dfrac`/`\\tfrac`, degree signs,
-    `\\text{}`-like wrappers, dollar signs and a trailing period.
+    Two answers with the same normalized form are graded equal without calling math-verify, so this only removes
+    markup that never changes the value: whitespace, `\\left`/`\\right`, spacing commands (`\\!`, `\\,`, ...),
+    `\\dfrac`/`\\tfrac`, degree signs, `\\text{}`-like wrappers, dollar signs and trailing periods.
     """
-    s = answer.strip()
-    s = _unwrap_command(s, _TEXT_WRAPPER_RE)
+    s = _unwrap_command(answer.strip(), _TEXT_WRAPPER_RE)
     s = _LEFT_RIGHT_RE.sub("", s)
-    s = _SPACING_RE.sub("", s)
-    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = _SPACING_RE.sub(lambda m: m.group(1) or "", s)
+    s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
     s = _DEGREE_RE.sub("", s)
     s = s.replace("\\$", "").replace("$", "").replace("\\%", "%")
     s = re.sub(r"\s+", "", s)
-    s = s.rstrip(".")
-    return s
+    return s.rstrip(".")
 
 
 # ----------------------------------------------------------------------------------------------------------------

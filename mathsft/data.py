@@ -1,0 +1,78 @@
+"""Loading MATH problems from the Hub or from local files, and the fixed train/validation split."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from datasets import Dataset, load_dataset
+
+from mathsft.errors import UserError
+
+DEFAULT_DATASET = "ricdomolm/MATH-500"
+_LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+
+
+def _looks_local(name_or_path: str) -> bool:
+    """A hub id is ``owner/name``; anything else path-shaped is meant as a local path."""
+    return (
+        name_or_path.startswith((".", "/", "~"))
+        or name_or_path.endswith(_LOCAL_SUFFIXES)
+        or name_or_path.count("/") > 1
+        or os.path.exists(name_or_path)
+    )
+
+
+def _load_local(path: Path, split: str) -> Dataset:
+    if path.is_dir():
+        candidates = [path / f"{split}{suffix}" for suffix in _LOCAL_SUFFIXES]
+        found = [c for c in candidates if c.is_file()]
+        if not found:
+            present = sorted(p.name for p in path.iterdir() if p.suffix in _LOCAL_SUFFIXES)
+            raise UserError(f"no '{split}' split in {path}: expected {split}.jsonl; found {present or 'no data files'}")
+        path = found[0]
+    builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
+    if builder is None:
+        raise UserError(f"unsupported data file {path}: use one of {', '.join(_LOCAL_SUFFIXES)}")
+    try:
+        return load_dataset(builder, data_files=str(path), split="train")
+    except Exception as err:  # malformed files surface as various datasets/arrow errors
+        raise UserError(f"could not read {path}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
+
+
+def load_problems(name_or_path: str, split: str, required_columns: Sequence[str] = ()) -> Dataset:
+    """Load one split from a Hub dataset id, a local folder holding ``<split>.jsonl``, or a single data file.
+
+    Raises ``UserError`` with one clear line for a missing path, an unreachable Hub, or a missing column.
+    """
+    if _looks_local(name_or_path):
+        path = Path(name_or_path).expanduser()
+        if not path.exists():
+            raise UserError(f"dataset path not found: {name_or_path}")
+        dataset = _load_local(path, split)
+    else:
+        try:
+            dataset = load_dataset(name_or_path, split=split)
+        except Exception as err:
+            raise UserError(
+                f"could not load dataset '{name_or_path}' split '{split}' from the Hugging Face Hub "
+                f"({type(err).__name__}); offline? pass a local folder or .jsonl file instead, "
+                f"e.g. ../shared/data/math500"
+            ) from err
+    missing = [c for c in required_columns if c not in dataset.column_names]
+    if missing:
+        raise UserError(
+            f"column '{missing[0]}' not found in {name_or_path} ({split}); columns are: {', '.join(dataset.column_names)}"
+        )
+    if len(dataset) == 0:
+        raise UserError(f"dataset {name_or_path} ({split}) is empty")
+    return dataset
+
+
+def split_train_validation(dataset: Dataset, validation_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """A seeded split that is identical for every method, so their loss curves are comparable."""
+    if not 0.0 < validation_fraction < 1.0:
+        raise UserError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    parts = dataset.train_test_split(test_size=validation_fraction, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
