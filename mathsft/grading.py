@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import subprocess
@@ -207,16 +208,15 @@ def normalize_answer(answer: str) -> str:
 # Equivalence
 # ----------------------------------------------------------------------------------------------------------------
 
-_MV_SILENCED = False
-
 
 def _silence_math_verify() -> None:
-    """math-verify logs a warning when its signal timeouts are disabled, and on every parse failure; we handle both."""
-    global _MV_SILENCED
-    if not _MV_SILENCED:
-        for name in ("math_verify", "latex2sympy2_extended"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-        _MV_SILENCED = True
+    """Skip math-verify's one-time "timeout is disabled" warnings: we disable its signal timeouts on purpose, because
+    the time bound comes from killable worker processes (see :func:`grade_many`)."""
+    import math_verify.grader
+    import math_verify.parser
+
+    math_verify.grader.TIMEOUT_WARNING_SHOWN = True
+    math_verify.parser.TIMEOUT_WARNING_SHOWN = True
 
 
 def _to_math_mode(answer: str) -> str:
@@ -250,17 +250,18 @@ def _parse(answer: str) -> tuple[list[Any], bool]:
     return parsed, whole
 
 
-def answers_match(pred: str, gold: str) -> bool:
-    """Whether the extracted answer ``pred`` is equivalent to the reference answer ``gold``.
-
-    In-process and without a time bound: use :func:`grade_many` for untrusted input.
-    """
+def _string_match(pred: str, gold: str) -> bool | None:
+    """The cheap verdict: True for equal normalized strings, False for an empty side, None when undecided."""
     norm_pred, norm_gold = normalize_answer(pred), normalize_answer(gold)
     if not norm_pred or not norm_gold:
         return False
     if norm_pred == norm_gold:
         return True
+    return None
 
+
+def _math_verify_match(pred: str, gold: str) -> bool:
+    """math-verify's verdict on two answer strings (no time bound; math-verify's own signal timeouts are off)."""
     from math_verify import verify
 
     _silence_math_verify()
@@ -269,35 +270,35 @@ def answers_match(pred: str, gold: str) -> bool:
     if not gold_parsed or not pred_parsed:
         return False
     if not (gold_whole and pred_whole):
-        # A partial parse can only be trusted to say "different"; equality would rest on an ignored remainder.
+        # A partial parse can only be trusted to say "different": equality could rest on the ignored remainder.
         return False
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
 
 
-def grade_one(completion: str, gold: str) -> GradeResult:
-    """Grade one completion against its reference answer, in this process and without a time bound."""
-    pred = extract_boxed_answer(completion)
+def answers_match(pred: str, gold: str) -> bool:
+    """Whether the extracted answer ``pred`` is equivalent to the reference answer ``gold``.
+
+    In-process and without a time bound: use :func:`grade_many` for untrusted input.
+    """
+    verdict = _string_match(pred, gold)
+    return verdict if verdict is not None else _math_verify_match(pred, gold)
+
+
+def _grade_pred(pred: str | None, gold: str) -> GradeResult:
+    """Grade an already extracted answer (None = no box)."""
     if pred is None:
         return GradeResult(pred=None, correct=False, status="no_box")
     try:
         correct = answers_match(pred, gold)
-    except Exception:  # math-verify / sympy can raise on odd input; that is a wrong answer, not a crash
+    except Exception:  # math-verify / sympy can raise (or run out of memory) on odd input: a wrong answer, not a crash
         logger.debug("grading error", exc_info=True)
         return GradeResult(pred=pred, correct=False, status="error")
     return GradeResult(pred=pred, correct=correct, status="correct" if correct else "incorrect")
 
 
-def _grade_cheap(completion: str, gold: str) -> GradeResult | None:
-    """The part of :func:`grade_one` that cannot hang (no sympy): a result, or None when math-verify is needed."""
-    pred = extract_boxed_answer(completion)
-    if pred is None:
-        return GradeResult(pred=None, correct=False, status="no_box")
-    norm_pred, norm_gold = normalize_answer(pred), normalize_answer(gold)
-    if not norm_pred or not norm_gold:
-        return GradeResult(pred=pred, correct=False, status="incorrect")
-    if norm_pred == norm_gold:
-        return GradeResult(pred=pred, correct=True, status="correct")
-    return None
+def grade_one(completion: str, gold: str) -> GradeResult:
+    """Grade one completion against its reference answer, in this process and without a time bound."""
+    return _grade_pred(extract_boxed_answer(completion or ""), str(gold))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -308,41 +309,88 @@ def _grade_cheap(completion: str, gold: str) -> GradeResult | None:
 # thread pools exist, and spawn/forkserver re-run the caller's ``__main__`` in every worker (an evaluation script
 # importing torch at the top costs ~1.7 s and ~225 MB per worker that way, against ~0.5 s and ~60 MB for
 # sympy/math-verify alone). Requests and results travel as JSON lines over the worker's stdin/stdout.
-_WORKER_BOOTSTRAP = "from mathsft.grading import _worker_main; _worker_main()"
+_WORKER_BOOTSTRAP = "from mathsft.grading import _worker_main; _worker_main({cpu_limit_s})"
 _READY = "ready"
 # How long a fresh worker may take to import sympy/math-verify before we give up on it.
 _STARTUP_TIMEOUT_S = 120.0
 _MAX_START_FAILURES = 3
+# Address-space cap of a worker (an idle one uses ~0.4 GiB of address space).
+WORKER_MEMORY_LIMIT_BYTES = 4 * 1024**3
+# CPU seconds an item may use beyond `timeout_s` before the kernel kills the worker. The parent kills it at
+# `timeout_s` already; this only stops a worker orphaned by a parent that died, since CPU time limits (unlike
+# signals handled by Python) also stop a computation stuck inside one C call.
+_ORPHAN_CPU_MARGIN_S = 60
 
 
-def _worker_main() -> None:
-    """Worker loop: answer ``[index, completion, gold]`` JSON lines on stdin with ``[index, pred, correct, status]``."""
-    import sys
+def _worker_main(cpu_limit_s: int | None = None) -> None:
+    """Worker loop: answer ``[index, pred, gold]`` JSON lines on stdin with ``[index, correct, status]`` lines.
 
-    out = sys.stdout
-    sys.stdout = sys.stderr  # stray prints from libraries must not corrupt the protocol
+    With ``cpu_limit_s``, the kernel kills the worker once one item has used that many CPU seconds.
+    """
+    # Keep a private copy of stdout for the protocol and point fd 1 (and sys.stdout) at stderr, so that stray
+    # output from Python or C code cannot corrupt it.
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    _limit_memory()
     _silence_math_verify()
     # Warm up imports and the LaTeX parser so the first item's time limit is not spent importing sympy.
     answers_match("1", "\\frac{2}{2}")
     out.write(json.dumps(_READY) + "\n")
     out.flush()
     for line in sys.stdin:
-        index, completion, gold = json.loads(line)
-        r = grade_one(completion, gold)
-        out.write(json.dumps([index, r.pred, r.correct, r.status]) + "\n")
+        index, pred, gold = json.loads(line)
+        if cpu_limit_s is not None:
+            _limit_cpu(cpu_limit_s)
+        r = _grade_pred(pred, gold)
+        out.write(json.dumps([index, r.correct, r.status]) + "\n")
         out.flush()
+
+
+def _limit_cpu(seconds: int) -> None:
+    """Let the kernel kill this process (SIGXCPU) after ``seconds`` more CPU seconds."""
+    try:
+        import resource
+    except ImportError:
+        return
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    soft = int(used.ru_utime + used.ru_stime) + 1 + seconds
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    except (ValueError, OSError):
+        pass
+
+
+def _limit_memory() -> None:
+    """Cap the worker's address space, so that a huge power (`2^{2^{34}}` grows ~40 MB/s) fails with MemoryError
+    ("error") rather than pushing the machine into swap before the time limit kills it."""
+    try:
+        import resource
+    except ImportError:  # not on Unix: rely on the time limit alone
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = WORKER_MEMORY_LIMIT_BYTES if hard == resource.RLIM_INFINITY else min(hard, WORKER_MEMORY_LIMIT_BYTES)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ValueError, OSError):
+        pass
 
 
 class _Worker:
     """One grading process and the pipes to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float) -> None:
         env = dict(os.environ)
         # The child must import the same `mathsft` (and math-verify) as this process, installed or not.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join([package_root] + [p or os.getcwd() for p in sys.path])
         env.setdefault("OMP_NUM_THREADS", "1")
+        cpu_limit_s = math.ceil(timeout_s) + _ORPHAN_CPU_MARGIN_S if math.isfinite(timeout_s) else None
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_BOOTSTRAP],
+            [sys.executable, "-c", _WORKER_BOOTSTRAP.format(cpu_limit_s=cpu_limit_s)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -358,9 +406,12 @@ class _Worker:
         """Lets ``multiprocessing.connection.wait`` watch the worker's stdout."""
         return self.proc.stdout.fileno()
 
-    def submit(self, index: int, completion: str, gold: str, timeout_s: float) -> None:
-        self.proc.stdin.write(json.dumps([index, completion, gold]) + "\n")
-        self.proc.stdin.flush()
+    def submit(self, index: int, pred: str, gold: str, timeout_s: float) -> None:
+        try:
+            self.proc.stdin.write(json.dumps([index, pred, gold]) + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # the worker died; its stdout reaches EOF and the item is recorded as an error
         self.task = index
         self.deadline = time.monotonic() + timeout_s
 
@@ -397,13 +448,15 @@ def grade_many(
     of memory) gets status ``"error"``.
     """
     results: list[GradeResult | None] = [None] * len(items)
+    preds = [extract_boxed_answer(completion or "") for completion, _ in items]
+    golds = [str(gold) for _, gold in items]  # datasets sometimes hold integer answers
     pending: list[int] = []
-    for i, (completion, gold) in enumerate(items):
-        cheap = _grade_cheap(completion, gold)
-        if cheap is None:
-            pending.append(i)
+    for i, (pred, gold) in enumerate(zip(preds, golds, strict=True)):
+        verdict = None if pred is None else _string_match(pred, gold)
+        if pred is None or verdict is not None:
+            results[i] = _grade_pred(pred, gold)  # no box, or decided by the string match: no sympy involved
         else:
-            results[i] = cheap
+            pending.append(i)
 
     bar = None
     if progress:
@@ -412,20 +465,16 @@ def grade_many(
         bar = tqdm(total=len(items), desc="grading", initial=len(items) - len(pending))
     try:
         if pending:
-            _run_pool(items, pending, results, timeout_s, num_workers or os.cpu_count() or 1, bar)
+            _run_pool(preds, golds, pending, results, timeout_s, num_workers or os.cpu_count() or 1, bar)
     finally:
         if bar is not None:
             bar.close()
     return [r if r is not None else GradeResult(pred=None, correct=False, status="error") for r in results]
 
 
-def _failed(completion: str, status: str) -> GradeResult:
-    """An incorrect result for an item whose worker timed out or died."""
-    return GradeResult(pred=extract_boxed_answer(completion), correct=False, status=status)
-
-
 def _run_pool(
-    items: Sequence[tuple[str, str]],
+    preds: list[str | None],
+    golds: list[str],
     pending: list[int],
     results: list[GradeResult | None],
     timeout_s: float,
@@ -446,45 +495,53 @@ def _run_pool(
             bar.update(1)
 
     try:
-        workers = [_Worker() for _ in range(min(num_workers, len(pending)))]
+        workers = [_Worker(timeout_s) for _ in range(min(num_workers, len(pending)))]
         while remaining > 0:
             for w in workers:
                 if w.ready and w.task is None and queue:
                     i = queue.pop()
-                    w.submit(i, items[i][0], items[i][1], timeout_s)
+                    w.submit(i, preds[i], golds[i], timeout_s)
 
-            deadlines = [w.deadline if w.ready else w.started_at + _STARTUP_TIMEOUT_S for w in workers if
-                         w.task is not None or not w.ready]
+            deadlines = [
+                w.deadline if w.ready else w.started_at + _STARTUP_TIMEOUT_S
+                for w in workers
+                if w.task is not None or not w.ready
+            ]
             wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            if wait_s is not None and not math.isfinite(wait_s):
+                wait_s = None
             readable = wait(workers, timeout=wait_s)
 
             for k, w in enumerate(workers):
                 if w in readable:
                     line = w.proc.stdout.readline()
-                    if line:
-                        msg = json.loads(line)
+                    try:
+                        msg = json.loads(line) if line else None
+                    except json.JSONDecodeError:
+                        msg = None  # garbled protocol: treat the worker as dead
+                    if msg is not None:
                         if msg == _READY:
                             w.ready = True
                         else:
-                            index, pred, correct, status = msg
+                            index, correct, status = msg
                             w.task = None
-                            record(index, GradeResult(pred=pred, correct=correct, status=status))
+                            record(index, GradeResult(pred=preds[index], correct=correct, status=status))
                         continue
-                    # EOF: the process died (crash, OOM kill). Its item is an error; the worker is replaced.
+                    # EOF: the process died (crash, killed by the OS). Its item is an error; the worker is replaced.
                     if w.task is not None:
-                        record(w.task, _failed(items[w.task][0], "error"))
+                        record(w.task, GradeResult(pred=preds[w.task], correct=False, status="error"))
                     elif not w.ready:
                         start_failures += 1
                         if start_failures > _MAX_START_FAILURES:
                             raise RuntimeError("grading worker processes keep dying at start-up")
                     w.kill()
-                    workers[k] = _Worker()
+                    workers[k] = _Worker(timeout_s)
                     continue
                 now = time.monotonic()
                 if w.task is not None and now >= w.deadline:
-                    record(w.task, _failed(items[w.task][0], "timeout"))
+                    record(w.task, GradeResult(pred=preds[w.task], correct=False, status="timeout"))
                     w.kill()
-                    workers[k] = _Worker()
+                    workers[k] = _Worker(timeout_s)
                 elif not w.ready and now >= w.started_at + _STARTUP_TIMEOUT_S:
                     raise RuntimeError(f"grading worker did not start within {_STARTUP_TIMEOUT_S:.0f} s")
     finally:
