@@ -62,9 +62,8 @@ def load_problems(name_or_path: str, split: str, required_columns: Sequence[str]
             ) from err
     missing = [c for c in required_columns if c not in dataset.column_names]
     if missing:
-        raise UserError(
-            f"column '{missing[0]}' not found in {name_or_path} ({split}); columns are: {', '.join(dataset.column_names)}"
-        )
+        columns = ", ".join(dataset.column_names)
+        raise UserError(f"column '{missing[0]}' not found in {name_or_path} ({split}); columns are: {columns}")
     if len(dataset) == 0:
         raise UserError(f"dataset {name_or_path} ({split}) is empty")
     return dataset

@@ -67,7 +67,9 @@ def _gcd(rng: random.Random) -> tuple[str, str, str, str, int]:
         steps.append(f"${x} = {x // y} \\cdot {y} + {x % y}$")
         x, y = y, x % y
     problem = f"What is the greatest common divisor of ${a}$ and ${b}$?"
-    solution = "We use the Euclidean algorithm: " + ", ".join(steps) + f". So the greatest common divisor is $\\boxed{{{x}}}$."
+    solution = (
+        "We use the Euclidean algorithm: " + ", ".join(steps) + f". So the greatest common divisor is $\\boxed{{{x}}}$."
+    )
     return problem, solution, str(x), "Number Theory", 2 + (x > 10)
 
 
@@ -75,7 +77,9 @@ def _arrangements(rng: random.Random) -> tuple[str, str, str, str, int]:
     n = rng.randint(3, 7)
     value = math.factorial(n)
     product = " \\cdot ".join(str(k) for k in range(n, 0, -1))
-    things = rng.choice(["different books be arranged on a shelf", "students stand in a line", "distinct letters be ordered"])
+    things = rng.choice(
+        ["different books be arranged on a shelf", "students stand in a line", "distinct letters be ordered"]
+    )
     problem = f"In how many ways can ${n}$ {things}?"
     solution = (
         f"There are ${n}$ choices for the first position, ${n - 1}$ for the second, and so on. "
@@ -98,8 +102,12 @@ def _committee(rng: random.Random) -> tuple[str, str, str, str, int]:
 def _rectangle(rng: random.Random) -> tuple[str, str, str, str, int]:
     length, width = rng.randint(3, 20), rng.randint(2, 15)
     if rng.random() < 0.5:
-        problem = f"A rectangle has length ${length}$ cm and width ${width}$ cm. What is its area, in square centimeters?"
-        solution = f"The area of a rectangle is length times width: ${length} \\cdot {width} = \\boxed{{{length * width}}}$."
+        problem = (
+            f"A rectangle has length ${length}$ cm and width ${width}$ cm. What is its area, in square centimeters?"
+        )
+        solution = (
+            f"The area of a rectangle is length times width: ${length} \\cdot {width} = \\boxed{{{length * width}}}$."
+        )
         return problem, solution, str(length * width), "Geometry", 1
     problem = f"A rectangle has length ${length}$ and width ${width}$. What is its perimeter?"
     value = 2 * (length + width)
@@ -128,7 +136,8 @@ def _fraction(rng: random.Random) -> tuple[str, str, str, str, int]:
     problem = f"Simplify $\\frac{{{a * k}}}{{{b * k}}}$."
     solution = (
         f"Both the numerator and the denominator are divisible by ${k}$: "
-        f"$\\frac{{{a * k}}}{{{b * k}}} = \\frac{{{a} \\cdot {k}}}{{{b} \\cdot {k}}} = \\boxed{{\\frac{{{a}}}{{{b}}}}}$."
+        f"$\\frac{{{a * k}}}{{{b * k}}} = \\frac{{{a} \\cdot {k}}}{{{b} \\cdot {k}}} = "
+        f"\\boxed{{\\frac{{{a}}}{{{b}}}}}$."
     )
     return problem, solution, f"\\frac{{{a}}}{{{b}}}", "Prealgebra", 2
 
@@ -136,13 +145,27 @@ def _fraction(rng: random.Random) -> tuple[str, str, str, str, int]:
 def _angle(rng: random.Random) -> tuple[str, str, str, str, int]:
     a, b = rng.randint(20, 80), rng.randint(20, 80)
     c = 180 - a - b
-    problem = f"Two angles of a triangle measure ${a}^\\circ$ and ${b}^\\circ$. What is the measure of the third angle, in degrees?"
-    solution = f"The angles of a triangle add up to $180^\\circ$, so the third angle is $180 - {a} - {b} = \\boxed{{{c}}}$ degrees."
+    problem = (
+        f"Two angles of a triangle measure ${a}^\\circ$ and ${b}^\\circ$. "
+        "What is the measure of the third angle, in degrees?"
+    )
+    solution = (
+        f"The angles of a triangle add up to $180^\\circ$, so the third angle is "
+        f"$180 - {a} - {b} = \\boxed{{{c}}}$ degrees."
+    )
     return problem, solution, str(c), "Geometry", 1
 
 
 GENERATORS = [
-    _linear_equation, _arithmetic, _gcd, _arrangements, _committee, _rectangle, _quadratic_roots, _fraction, _angle,
+    _linear_equation,
+    _arithmetic,
+    _gcd,
+    _arrangements,
+    _committee,
+    _rectangle,
+    _quadratic_roots,
+    _fraction,
+    _angle,
 ]
 
 
@@ -240,7 +263,8 @@ def main() -> None:
 
     train = make_problems(args.num_train, seed=1234, split="train")
     train_problems = {row["problem"] for row in train}
-    test = [row for row in make_problems(args.num_test * 3, seed=98765, split="test") if row["problem"] not in train_problems]
+    candidates = make_problems(args.num_test * 3, seed=98765, split="test")
+    test = [row for row in candidates if row["problem"] not in train_problems]
     test = test[: args.num_test]
     write_jsonl(train, out / "data" / "train.jsonl")
     write_jsonl(test, out / "data" / "test.jsonl")
@@ -252,8 +276,10 @@ def main() -> None:
     model = build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=0)
     tokenizer.save_pretrained(out / "model")
     model.save_pretrained(out / "model")
-    print(f"wrote {len(train)} train and {len(test)} test problems, a {len(tokenizer)}-token tokenizer and a "
-          f"{sum(p.numel() for p in model.parameters()):,}-parameter model under {out}")
+    print(
+        f"wrote {len(train)} train and {len(test)} test problems, a {len(tokenizer)}-token tokenizer and a "
+        f"{sum(p.numel() for p in model.parameters()):,}-parameter model under {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,315 @@
+"""The training run: data preparation, model loading, the trainer with our optimizer, and the run summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.integrations import TensorBoardCallback
+from trl import ModelConfig, SFTTrainer, get_peft_config
+
+from mathsft.callbacks import (
+    GracefulInterruptCallback,
+    PerfCallback,
+    TokenCounter,
+    device_name,
+    library_versions,
+    loss_curves,
+    write_json_atomic,
+)
+from mathsft.collators import PackedRowsCollator, uses_varlen_flash_attention
+from mathsft.configs import ALL_LINEAR_PROJECTIONS, DataArguments, MathSFTConfig, method_name
+from mathsft.data import load_problems, split_train_validation
+from mathsft.errors import UserError
+from mathsft.optimizers import build_optimizer, count_parameters, optimizer_parameter_ids
+from mathsft.template import build_example
+
+logger = logging.getLogger(__name__)
+
+EXAMPLE_ID = "example_id"
+
+
+@dataclasses.dataclass
+class PreparedData:
+    train: Dataset
+    validation: Dataset
+    validation_ids: list[str]
+    dropped_train: int
+    dropped_validation: int
+
+
+def chat_token_length(tokenizer: PreTrainedTokenizerBase, example: dict[str, Any]) -> int:
+    """Tokens of the full rendered chat, exactly as the trainer will see it."""
+    text = tokenizer.apply_chat_template(
+        example["prompt"] + example["completion"], tokenize=False, **example["chat_template_kwargs"]
+    )
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def to_conversations(dataset: Dataset, data_args: DataArguments, ids: list[str]) -> Dataset:
+    """Problems and solutions become TRL conversational prompt-completion examples."""
+    problems, solutions = dataset[data_args.problem_column], dataset[data_args.solution_column]
+    rows = [
+        build_example(problem, solution, data_args.system_prompt) | {EXAMPLE_ID: example_id}
+        for problem, solution, example_id in zip(problems, solutions, ids, strict=True)
+    ]
+    return Dataset.from_list(rows)
+
+
+def prepare_datasets(
+    data_args: DataArguments, training_args: MathSFTConfig, tokenizer: PreTrainedTokenizerBase
+) -> PreparedData:
+    raw = load_problems(
+        data_args.dataset_name,
+        data_args.dataset_train_split,
+        required_columns=[data_args.problem_column, data_args.solution_column],
+    )
+    if data_args.id_column in raw.column_names:
+        raw = raw.add_column(EXAMPLE_ID, [str(x) for x in raw[data_args.id_column]])
+    else:
+        raw = raw.add_column(EXAMPLE_ID, [str(i) for i in range(len(raw))])
+    train, validation = split_train_validation(raw, data_args.validation_fraction, data_args.split_seed)
+    if data_args.max_train_samples is not None:
+        train = train.select(range(min(data_args.max_train_samples, len(train))))
+    if data_args.max_eval_samples is not None:
+        validation = validation.select(range(min(data_args.max_eval_samples, len(validation))))
+
+    prepared, dropped = [], []
+    for part in (train, validation):
+        conversations = to_conversations(part, data_args, part[EXAMPLE_ID])
+        before = len(conversations)
+        if data_args.overlong == "drop":
+            lengths = [chat_token_length(tokenizer, ex) for ex in conversations]
+            keep = [i for i, n in enumerate(lengths) if n <= training_args.max_length]
+            conversations = conversations.select(keep)
+        dropped.append(before - len(conversations))
+        prepared.append(conversations)
+    train_conv, val_conv = prepared
+    if len(train_conv) == 0:
+        raise UserError(
+            f"no training examples left after dropping those longer than max_length={training_args.max_length}"
+        )
+    if len(val_conv) == 0:
+        raise UserError(
+            f"no validation examples left after dropping those longer than max_length={training_args.max_length}"
+        )
+    logger.info(
+        "data: %d train / %d validation examples; dropped %d train and %d validation examples over %d tokens",
+        len(train_conv),
+        len(val_conv),
+        dropped[0],
+        dropped[1],
+        training_args.max_length,
+    )
+    return PreparedData(
+        train=train_conv.remove_columns(EXAMPLE_ID),
+        validation=val_conv.remove_columns(EXAMPLE_ID),
+        validation_ids=list(val_conv[EXAMPLE_ID]),
+        dropped_train=dropped[0],
+        dropped_validation=dropped[1],
+    )
+
+
+def _is_local_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.path.exists(name) or name.count("/") > 1
+
+
+def load_tokenizer(model_args: ModelConfig) -> PreTrainedTokenizerBase:
+    name = model_args.model_name_or_path
+    if _is_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
+        raise UserError(f"model path not found: {name}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision)
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"could not load '{name}' ({type(err).__name__}); if the Hugging Face Hub is unreachable, "
+            "download the model and pass --model_name_or_path /local/path"
+        ) from err
+    if tokenizer.chat_template is None:
+        raise UserError(f"the tokenizer of {name} has no chat template")
+    return tokenizer
+
+
+def load_model(model_args: ModelConfig) -> torch.nn.Module:
+    # fp32 master weights by default: pure-bf16 AdamW at lr ~1e-5 rounds most updates away.
+    dtype = model_args.dtype or "float32"
+    dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            model_args.model_name_or_path,
+            revision=model_args.model_revision,
+            dtype=dtype,
+            attn_implementation=model_args.attn_implementation,
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(f"could not load model weights from '{model_args.model_name_or_path}': {err}") from err
+
+
+class MathSFTTrainer(SFTTrainer):
+    """SFTTrainer whose optimizer comes from ``mathsft.optimizers`` (AdamW or SGD, no decay on norms/biases)."""
+
+    token_counter: TokenCounter | None = None
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        # Validation batches go through the same collator; they are not training tokens.
+        counter = self.token_counter
+        if counter is not None:
+            counter.enabled = False
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            if counter is not None:
+                counter.enabled = True
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        opt_model = self.model if model is None else model
+        if self.optimizer is None:
+            self.optimizer = build_optimizer(opt_model, self.args)
+            trainable = {id(p) for p in opt_model.parameters() if p.requires_grad}
+            # For LoRA this proves the optimizer holds exactly the adapter parameters, nothing of the frozen base.
+            if optimizer_parameter_ids(self.optimizer) != trainable:
+                raise RuntimeError("the optimizer does not hold exactly the trainable parameters")
+        return self.optimizer
+
+
+def build_trainer(
+    data_args: DataArguments, training_args: MathSFTConfig, model_args: ModelConfig
+) -> tuple[MathSFTTrainer, PreparedData, PerfCallback]:
+    if model_args.use_peft and model_args.lora_target_modules is None:
+        model_args.lora_target_modules = list(ALL_LINEAR_PROJECTIONS)
+    tokenizer = load_tokenizer(model_args)
+    data = prepare_datasets(data_args, training_args, tokenizer)
+    model = load_model(model_args)
+
+    output_dir = Path(training_args.output_dir)
+    interrupt = GracefulInterruptCallback()
+    trainer = MathSFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=[interrupt],
+    )
+    if training_args.packing and not uses_varlen_flash_attention(model_args.attn_implementation):
+        trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id, training_args.pad_to_multiple_of)
+    token_counter = TokenCounter(trainer.data_collator)
+    trainer.data_collator = trainer.token_counter = token_counter
+    log_dir = output_dir / "tensorboard"
+    perf = PerfCallback(log_dir, output_dir / "perf_epochs.jsonl", token_counter)
+    trainer.add_callback(perf)
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback):  # one log dir per run: train/*, eval/* and perf/* together
+            callback.logging_dir = str(log_dir)
+    trainer.interrupt_callback = interrupt
+    return trainer, data, perf
+
+
+def build_run_summary(
+    trainer: MathSFTTrainer,
+    data: PreparedData,
+    perf: PerfCallback,
+    data_args: DataArguments,
+    training_args: MathSFTConfig,
+    model_args: ModelConfig,
+    total_time_s: float,
+    interrupted: bool,
+) -> dict[str, Any]:
+    trainable, total = count_parameters(trainer.model)
+    train_loss, eval_loss = loss_curves(trainer.state.log_history)
+    hyperparameters = {
+        "model_name_or_path": model_args.model_name_or_path,
+        "dtype": model_args.dtype or "float32",
+        "optimizer": training_args.optimizer,
+        "learning_rate": training_args.learning_rate,
+        "weight_decay": training_args.weight_decay,
+        "adam_betas": [training_args.adam_beta1, training_args.adam_beta2],
+        "adam_epsilon": training_args.adam_epsilon,
+        "sgd_momentum": training_args.sgd_momentum,
+        "sgd_nesterov": training_args.sgd_nesterov,
+        "sgd_dampening": training_args.sgd_dampening,
+        "lr_scheduler_type": str(training_args.lr_scheduler_type),
+        "warmup_steps": training_args.warmup_steps,
+        "num_train_epochs": training_args.num_train_epochs,
+        "per_device_train_batch_size": training_args.per_device_train_batch_size,
+        "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
+        "world_size": training_args.world_size,
+        "effective_batch_size": training_args.per_device_train_batch_size
+        * training_args.gradient_accumulation_steps
+        * training_args.world_size,
+        "max_length": training_args.max_length,
+        "bf16": training_args.bf16,
+        "fp16": training_args.fp16,
+        "gradient_checkpointing": training_args.gradient_checkpointing,
+        "packing": training_args.packing,
+        "padding_free": training_args.padding_free,
+        "seed": training_args.seed,
+        "use_peft": model_args.use_peft,
+    }
+    if model_args.use_peft:
+        hyperparameters |= {
+            "lora_r": model_args.lora_r,
+            "lora_alpha": model_args.lora_alpha,
+            "lora_dropout": model_args.lora_dropout,
+            "lora_target_modules": model_args.lora_target_modules,
+        }
+    return {
+        "method": method_name(training_args, model_args),
+        "hyperparameters": hyperparameters,
+        "data": dataclasses.asdict(data_args) | {"num_train": len(data.train), "num_validation": len(data.validation)},
+        "trainable_params": trainable,
+        "total_params": total,
+        "train_loss": train_loss,
+        "eval_loss": eval_loss,
+        "epochs": perf.epochs,
+        "memory_kind": perf.memory_kind,
+        "total_time_s": round(total_time_s, 3),
+        "global_step": trainer.state.global_step,
+        "device_name": device_name(),
+        "num_processes": training_args.world_size,
+        "versions": library_versions(),
+        "dropped_examples": data.dropped_train + data.dropped_validation,
+        "dropped_train_examples": data.dropped_train,
+        "dropped_validation_examples": data.dropped_validation,
+        "interrupted": interrupted,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def run_training(data_args: DataArguments, training_args: MathSFTConfig, model_args: ModelConfig) -> dict[str, Any]:
+    """Train, save the model (or adapter) and write ``run_summary.json``; returns the summary."""
+    start = time.perf_counter()
+    trainer, data, perf = build_trainer(data_args, training_args, model_args)
+    output_dir = Path(training_args.output_dir)
+    trainable, total = count_parameters(trainer.model)
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "validation_ids.json").write_text(json.dumps(data.validation_ids) + "\n")
+    logger.info(
+        "method=%s trainable params: %s / %s (%.2f%%)",
+        method_name(training_args, model_args),
+        f"{trainable:,}",
+        f"{total:,}",
+        100.0 * trainable / total,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    interrupted = trainer.interrupt_callback.interrupted
+    trainer.save_model(str(output_dir))
+    summary = build_run_summary(
+        trainer, data, perf, data_args, training_args, model_args, time.perf_counter() - start, interrupted
+    )
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        write_json_atomic(output_dir / "run_summary.json", summary)
+        if interrupted:
+            logger.warning("interrupted: resume with --resume_from_checkpoint true (same --output_dir)")
+    return summary
