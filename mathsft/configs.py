@@ -60,6 +60,13 @@ class MathSFTConfig(SFTConfig):
     # Turns end with <|im_end|>; making it the eos puts it in the labels and in the saved generation config.
     eos_token: str | None = field(default=END_OF_TURN, metadata={"help": "End-of-turn token the model must learn."})
     completion_only_loss: bool | None = field(default=True, metadata={"help": "Loss on the completion tokens only."})
+    # Current transformers name; TRL's deprecated alias defaults to True, which would warn on every run.
+    activation_checkpointing: bool | None = field(
+        default=True, metadata={"help": "Recompute activations in the backward pass to save memory."}
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of activation_checkpointing."}
+    )
 
     def __post_init__(self) -> None:
         # fp16 autocast on GPUs without bf16 (T4, V100); master weights stay fp32 either way.

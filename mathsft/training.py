@@ -249,7 +249,7 @@ def build_run_summary(
         "max_length": training_args.max_length,
         "bf16": training_args.bf16,
         "fp16": training_args.fp16,
-        "gradient_checkpointing": training_args.gradient_checkpointing,
+        "activation_checkpointing": training_args.activation_checkpointing,
         "packing": training_args.packing,
         "padding_free": training_args.padding_free,
         "seed": training_args.seed,
