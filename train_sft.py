@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import logging
 import sys
 
@@ -18,9 +20,28 @@ from mathsft.errors import UserError, exit_on_user_error
 from mathsft.training import run_training
 
 
+def check_recipe_keys(argv: list[str], dataclass_types: tuple[type, ...]) -> None:
+    """Unknown recipe keys are an error (with a suggestion), before any dataclass validation runs."""
+    if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
+        return
+    with open(argv[argv.index("--config") + 1]) as f:
+        recipe = yaml.safe_load(f)
+    if not isinstance(recipe, dict):
+        raise UserError("bad recipe: the recipe must contain a YAML mapping of key: value")
+    known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)} | {"env"}
+    for key in recipe:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UserError(f"bad recipe: unknown key '{key}'{hint}")
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, MathSFTConfig, ModelConfig]:
-    parser = TrlParser((DataArguments, MathSFTConfig, ModelConfig))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    dataclass_types = (DataArguments, MathSFTConfig, ModelConfig)
+    parser = TrlParser(dataclass_types)
     try:
+        check_recipe_keys(argv, dataclass_types)
         return parser.parse_args_and_config(args=argv)
     except FileNotFoundError as err:
         raise UserError(f"recipe not found: {err.filename}") from err

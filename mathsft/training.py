@@ -14,6 +14,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.integrations import TensorBoardCallback
+from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTTrainer, get_peft_config
 
 from mathsft.callbacks import (
@@ -285,9 +286,24 @@ def build_run_summary(
     }
 
 
+def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
+    """``true`` means the latest checkpoint in ``output_dir``; a path must exist; ``false``/unset starts afresh."""
+    if resume_from_checkpoint is None or str(resume_from_checkpoint).lower() in ("", "false", "no", "none"):
+        return None
+    if str(resume_from_checkpoint).lower() in ("true", "yes", "last", "latest"):
+        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if last is None:
+            raise UserError(f"no checkpoint to resume from in {output_dir}")
+        return last
+    if not os.path.isdir(resume_from_checkpoint):
+        raise UserError(f"checkpoint not found: {resume_from_checkpoint}")
+    return resume_from_checkpoint
+
+
 def run_training(data_args: DataArguments, training_args: MathSFTConfig, model_args: ModelConfig) -> dict[str, Any]:
     """Train, save the model (or adapter) and write ``run_summary.json``; returns the summary."""
     start = time.perf_counter()
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     trainer, data, perf = build_trainer(data_args, training_args, model_args)
     output_dir = Path(training_args.output_dir)
     trainable, total = count_parameters(trainer.model)
@@ -301,7 +317,7 @@ def run_training(data_args: DataArguments, training_args: MathSFTConfig, model_a
         f"{total:,}",
         100.0 * trainable / total,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     interrupted = trainer.interrupt_callback.interrupted
     trainer.save_model(str(output_dir))
     summary = build_run_summary(
