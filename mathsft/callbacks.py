@@ -81,6 +81,7 @@ class PerfCallback(TrainerCallback):
         self.token_counter = token_counter
         self.epochs: list[dict[str, Any]] = []
         self.memory_kind = "cuda" if torch.cuda.is_available() else "cpu_peak_rss"
+        self._resumed_mid_epoch = False
         self._writer = None
         self._epoch_start = 0.0
         self._eval_time = 0.0
@@ -103,7 +104,10 @@ class PerfCallback(TrainerCallback):
         previous = []
         if state.global_step > 0 and self.epochs_path.exists():  # resuming: keep what the checkpoint covers
             lines = self.epochs_path.read_text().splitlines()
-            previous = [r for r in (json.loads(x) for x in lines if x.strip()) if r["global_step"] <= state.global_step]
+            records = (json.loads(x) for x in lines if x.strip())
+            # Whole epochs the checkpoint covers; a partial epoch (stopped mid-way) is measured again from here.
+            previous = [r for r in records if r.get("complete", True) and r["global_step"] <= state.global_step]
+        self._resumed_mid_epoch = state.global_step > 0 and state.epoch is not None and state.epoch % 1 != 0
         self.epochs = previous
         if state.is_world_process_zero:
             self.epochs_path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,8 +134,12 @@ class PerfCallback(TrainerCallback):
         memory_max = _max_over_ranks(memory + [wall])
         tokens = _sum_over_ranks(float(self._tokens() - self._tokens_start))
         wall = memory_max[2]
+        epoch = round(state.epoch or 0.0, 4)
         record: dict[str, Any] = {
-            "epoch": round(state.epoch or 0.0, 4),
+            "epoch": epoch,
+            # False when the run was stopped mid-epoch; True-but-resumed epochs measured only the part after resuming.
+            "complete": abs(epoch - round(epoch)) < 1e-3,
+            "resumed_mid_epoch": self._resumed_mid_epoch,
             "global_step": state.global_step,
             "wall_time_s": round(wall, 3),
             "tokens": int(tokens),
@@ -145,6 +153,7 @@ class PerfCallback(TrainerCallback):
             record["peak_memory_reserved_gib"] = None
             record["peak_rss_gib"] = round(memory_max[0], 4)
         self.epochs.append(record)
+        self._resumed_mid_epoch = False
         if state.is_world_process_zero:
             with self.epochs_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")

@@ -1,0 +1,23 @@
+"""Run the whole optimizer study: train AdamW, SGD and LoRA (with their learning-rate grids), evaluate the base
+model and each method's best run on MATH-500, and write the report.
+
+    python run_study.py --config studies/qwen3-0.6b-base.yaml
+    python run_study.py --config studies/smoke.yaml                 # tiny model, CPU, offline, a few minutes
+    python run_study.py --config studies/smoke.yaml --dry_run true  # print the plan and the commands
+
+Rerunning the same command skips finished stages and resumes interrupted ones. See docs/study.md.
+"""
+
+from __future__ import annotations
+
+from mathsft.errors import exit_on_user_error
+from mathsft.study import parse_study_args, run_study
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    run_study(parse_study_args(argv))
+
+
+if __name__ == "__main__":
+    main()
