@@ -53,19 +53,26 @@ def device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+NUM_TOKENS_KEY = "num_real_tokens"
+
+
 class TokenCounter:
-    """Counts non-padding tokens of training batches; wraps the trainer's data collator."""
+    """Counts non-padding training tokens in the main process.
+
+    The collator may run in dataloader worker processes, whose counters the main process never sees, so the wrapped
+    collator only tags each batch with its real-token count; the trainer pops the tag in ``training_step`` and adds it
+    here (evaluation batches are popped and not counted).
+    """
 
     def __init__(self, collator: Any) -> None:
         self.collator = collator
         self.tokens = 0
-        self.enabled = True  # the trainer switches counting off while it evaluates
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.collator(examples)
         # Examples are unpadded (packed rows are plain concatenations), so their lengths are the real tokens.
-        if self.enabled:
-            self.tokens += sum(len(example["input_ids"]) for example in examples)
-        return self.collator(examples)
+        batch[NUM_TOKENS_KEY] = torch.tensor(sum(len(example["input_ids"]) for example in examples))
+        return batch
 
 
 class PerfCallback(TrainerCallback):

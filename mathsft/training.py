@@ -18,6 +18,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTTrainer, get_peft_config
 
 from mathsft.callbacks import (
+    NUM_TOKENS_KEY,
     GracefulInterruptCallback,
     PerfCallback,
     TokenCounter,
@@ -159,16 +160,15 @@ class MathSFTTrainer(SFTTrainer):
 
     token_counter: TokenCounter | None = None
 
-    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
-        # Validation batches go through the same collator; they are not training tokens.
-        counter = self.token_counter
-        if counter is not None:
-            counter.enabled = False
-        try:
-            return super().evaluate(*args, **kwargs)
-        finally:
-            if counter is not None:
-                counter.enabled = True
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        num_tokens = inputs.pop(NUM_TOKENS_KEY, None)
+        if num_tokens is not None and self.token_counter is not None:
+            self.token_counter.tokens += int(num_tokens)
+        return super().training_step(model, inputs, *args, **kwargs)
+
+    def prediction_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any):
+        inputs.pop(NUM_TOKENS_KEY, None)  # validation batches are not training tokens
+        return super().prediction_step(model, inputs, *args, **kwargs)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         opt_model = self.model if model is None else model
