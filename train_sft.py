@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import sys
 
@@ -16,7 +15,7 @@ import yaml
 from trl import ModelConfig, TrlParser
 
 from mathsft.configs import DataArguments, MathSFTConfig, validate_args
-from mathsft.errors import UserError, exit_on_user_error
+from mathsft.errors import UserError, exit_on_user_error, load_yaml_mapping, reject_unknown_keys
 from mathsft.training import run_training
 
 
@@ -24,16 +23,9 @@ def check_recipe_keys(argv: list[str], dataclass_types: tuple[type, ...]) -> Non
     """Unknown recipe keys are an error (with a suggestion), before any dataclass validation runs."""
     if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
         return
-    with open(argv[argv.index("--config") + 1]) as f:
-        recipe = yaml.safe_load(f)
-    if not isinstance(recipe, dict):
-        raise UserError("bad recipe: the recipe must contain a YAML mapping of key: value")
+    path = argv[argv.index("--config") + 1]
     known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)} | {"env"}
-    for key in recipe:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise UserError(f"bad recipe: unknown key '{key}'{hint}")
+    reject_unknown_keys(load_yaml_mapping(path, "recipe"), known, "recipe", path)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, MathSFTConfig, ModelConfig]:

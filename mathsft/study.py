@@ -27,11 +27,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mathsft.data import DEFAULT_DATASET
-from mathsft.errors import UserError
-from mathsft.report import METHODS, final_val_loss, format_lr, select_best, write_report
+from mathsft.errors import UserError, load_yaml_mapping, reject_unknown_keys
+from mathsft.report import METHODS, final_val_loss, format_duration, format_lr, select_best, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = "train_sft.py"
@@ -132,21 +130,7 @@ def _study_keys() -> list[str]:
 
 def _check_yaml_keys(path: str) -> None:
     """Unknown keys in the study YAML, reported by name (TrlParser would only list leftover strings)."""
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError as err:
-        raise UserError(f"study config not found: {path}") from err
-    except yaml.YAMLError as err:
-        raise UserError(f"malformed study YAML {path}: {str(err).splitlines()[0]}") from err
-    if not isinstance(data, dict):
-        raise UserError(f"study config {path} must be a YAML mapping")
-    known = set(_study_keys()) | {"env"}
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise UserError(f"unknown study key '{key}' in {path}{hint}")
+    reject_unknown_keys(load_yaml_mapping(path, "study config"), [*_study_keys(), "env"], "study", path)
 
 
 def parse_study_args(argv: list[str] | None = None) -> StudyConfig:
@@ -287,16 +271,7 @@ def overrides_to_args(overrides: dict[str, Any]) -> list[str]:
 
 
 def load_recipe(path: str) -> dict[str, Any]:
-    try:
-        with open(path) as f:
-            recipe = yaml.safe_load(f)
-    except FileNotFoundError as err:
-        raise UserError(f"recipe not found: {path}") from err
-    except yaml.YAMLError as err:
-        raise UserError(f"malformed recipe YAML {path}: {str(err).splitlines()[0]}") from err
-    if not isinstance(recipe, dict):
-        raise UserError(f"recipe {path} must be a YAML mapping")
-    return recipe
+    return load_yaml_mapping(path, "recipe")
 
 
 def recipe_method(recipe: dict[str, Any]) -> str:
@@ -596,21 +571,11 @@ class Progress:
 
     def finish(self, seconds: float) -> None:
         prefix = f"[{self.index}/{self.total}] ..." if self.stream else ""
-        print(f"{prefix} done in {format_seconds(seconds)}", flush=True)
+        print(f"{prefix} done in {format_duration(seconds)}", flush=True)
 
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -39,13 +39,14 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
 def test_unknown_and_malformed_recipes(capsys, tmp_path):
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("model_name_or_path: assets/smoke/model\nlearning_rte: 1.0e-5\n")
-    _fails_with(capsys, ["--config", str(unknown)], "unknown key 'learning_rte' (did you mean 'learning_rate'?)")
+    _fails_with(capsys, ["--config", str(unknown)], "unknown recipe key 'learning_rte' in")
+    _fails_with(capsys, ["--config", str(unknown)], "(did you mean 'learning_rate'?)")
     malformed = tmp_path / "malformed.yaml"
     malformed.write_text("optimizer: [adamw\n")
     _fails_with(capsys, ["--config", str(malformed)], "malformed recipe YAML")
     not_a_mapping = tmp_path / "list.yaml"
     not_a_mapping.write_text("- adamw\n")
-    _fails_with(capsys, ["--config", str(not_a_mapping)], "the recipe must contain a YAML mapping")
+    _fails_with(capsys, ["--config", str(not_a_mapping)], "must contain a YAML mapping")
 
 
 def test_hub_model_unreachable_suggests_a_local_path(tmp_path):
