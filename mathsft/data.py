@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from datasets import Dataset, load_dataset
 
 from mathsft.errors import UserError
+from mathsft.paths import looks_like_local_path
 
 DEFAULT_DATASET = "ricdomolm/MATH-500"
-_LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
-
-
-def _looks_local(name_or_path: str) -> bool:
-    """A hub id is ``owner/name``; anything else path-shaped is meant as a local path."""
-    return (
-        name_or_path.startswith((".", "/", "~"))
-        or name_or_path.endswith(_LOCAL_SUFFIXES)
-        or name_or_path.count("/") > 1
-        or os.path.exists(name_or_path)
-    )
+_LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")  # the files datasets' builders read
 
 
 def _load_local(path: Path, split: str) -> Dataset:
@@ -46,7 +36,7 @@ def load_problems(name_or_path: str, split: str, required_columns: Sequence[str]
 
     Raises ``UserError`` with one clear line for a missing path, an unreachable Hub, or a missing column.
     """
-    if _looks_local(name_or_path):
+    if looks_like_local_path(name_or_path):
         path = Path(name_or_path).expanduser()
         if not path.exists():
             raise UserError(f"dataset path not found: {name_or_path}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mathsft.errors import UserError
+from mathsft.paths import looks_like_local_path
 from mathsft.template import END_OF_TEXT, END_OF_TURN
 
 logger = logging.getLogger(__name__)
@@ -123,19 +123,15 @@ def device_name(device: torch.device) -> str:
     return device.type
 
 
-def _looks_local(name_or_path: str) -> bool:
-    """A hub id is ``owner/name`` (or a bare ``name``); anything else path-shaped is meant as a local folder."""
-    return name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or os.path.exists(name_or_path)
-
-
 def _check_model_source(name_or_path: str, what: str) -> None:
-    if _looks_local(name_or_path) and not Path(name_or_path).expanduser().exists():
+    if looks_like_local_path(name_or_path) and not Path(name_or_path).expanduser().exists():
         raise UserError(f"{what} path not found: {name_or_path}")
 
 
 def _load_error(name_or_path: str, what: str, err: Exception) -> UserError:
     first_line = (str(err).strip().splitlines() or [""])[0][:200]
-    hint = "" if _looks_local(name_or_path) else "; offline? pass a local checkpoint folder, e.g. --model /local/path"
+    offline_hint = "; offline? pass a local checkpoint folder, e.g. --model /local/path"
+    hint = "" if looks_like_local_path(name_or_path) else offline_hint
     return UserError(f"could not load {what} '{name_or_path}' ({type(err).__name__}: {first_line}){hint}")
 
 

@@ -32,6 +32,7 @@ from mathsft.configs import ALL_LINEAR_PROJECTIONS, DataArguments, MathSFTConfig
 from mathsft.data import load_problems, split_train_validation
 from mathsft.errors import UserError
 from mathsft.optimizers import build_optimizer, count_parameters, optimizer_parameter_ids
+from mathsft.paths import looks_like_local_path
 from mathsft.template import build_example
 
 logger = logging.getLogger(__name__)
@@ -120,13 +121,9 @@ def prepare_datasets(
     )
 
 
-def _is_local_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.path.exists(name) or name.count("/") > 1
-
-
 def load_tokenizer(model_args: ModelConfig) -> PreTrainedTokenizerBase:
     name = model_args.model_name_or_path
-    if _is_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
+    if looks_like_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
         raise UserError(f"model path not found: {name}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision)
