@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -115,20 +116,12 @@ def test_generation_config_stops_on_end_of_turn(smoke_run):
 def test_interrupt_saves_checkpoint_and_resume_continues_the_curves(tmp_path):
     """Ctrl-C during training saves a checkpoint and a summary; --resume_from_checkpoint continues the curve."""
     output_dir = tmp_path / "run"
-    args = [
-        sys.executable,
-        "train_sft.py",
-        "--config",
-        "recipes/smoke/sgd.yaml",
-        "--output_dir",
-        str(output_dir),
-        "--save_steps",
-        "1000",
-        "--logging_steps",
-        "1",
-    ]
-    env = {**__import__("os").environ, **OFFLINE_ENV}
-    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    train_args = ["train_sft.py", "--config", "recipes/smoke/sgd.yaml", "--output_dir", str(output_dir)]
+    train_args += ["--save_steps", "1000", "--logging_steps", "1"]  # checkpoints only from the interrupt
+    env = {**os.environ, **OFFLINE_ENV}
+    process = subprocess.Popen(
+        [sys.executable, *train_args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     seen = []
     deadline = time.time() + 300
     for line in process.stdout:  # wait for a few optimizer steps
@@ -146,19 +139,7 @@ def test_interrupt_saves_checkpoint_and_resume_continues_the_curves(tmp_path):
     stopped_at = summary["global_step"]
     assert 0 < stopped_at < 36
 
-    result = run_cli(
-        "train_sft.py",
-        "--config",
-        "recipes/smoke/sgd.yaml",
-        "--output_dir",
-        str(output_dir),
-        "--save_steps",
-        "1000",
-        "--logging_steps",
-        "1",
-        "--resume_from_checkpoint",
-        "true",
-    )
+    result = run_cli(*train_args, "--resume_from_checkpoint", "true")
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = _summary(output_dir)
     assert resumed["interrupted"] is False
