@@ -37,6 +37,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, HfArgumentParser  # n
 
 from mathsft import generation as gen  # noqa: E402
 from mathsft.data import load_problems  # noqa: E402
+from mathsft.environment import device_name, resolve_device  # noqa: E402
 from mathsft.errors import UserError, exit_on_user_error  # noqa: E402
 from mathsft.template import render_generation_prompt  # noqa: E402
 
@@ -240,7 +241,7 @@ def _markdown(result: dict[str, Any]) -> str:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     (args,) = HfArgumentParser(BenchArguments).parse_args_into_dataclasses(args=argv)
-    device = gen.resolve_device(args.device)
+    device = resolve_device(args.device)
     dtype = gen.resolve_dtype("auto", device)
     config_path, tokenizer_path, dataset = _defaults(args)
     tokenizer = gen.load_tokenizer(args.model or tokenizer_path)
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "environment": {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "device_name": gen.device_name(device),
+            "device_name": device_name(device),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "python": platform.python_version(),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import signal
 import sys
@@ -18,6 +17,8 @@ from typing import Any
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from mathsft.artifacts import JsonlAppender, write_text_atomic
 
 GIB = 1024**3
 
@@ -45,12 +46,6 @@ def peak_rss_gib() -> float:
     """Peak resident set size of this process (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / GIB if sys.platform == "darwin" else peak * 1024 / GIB
-
-
-def device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(torch.cuda.current_device())
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 NUM_TOKENS_KEY = "num_real_tokens"
@@ -118,7 +113,7 @@ class PerfCallback(TrainerCallback):
         self.epochs = previous
         if state.is_world_process_zero:
             self.epochs_path.parent.mkdir(parents=True, exist_ok=True)
-            self.epochs_path.write_text("".join(json.dumps(r) + "\n" for r in previous))
+            write_text_atomic(self.epochs_path, "".join(json.dumps(r) + "\n" for r in previous))
 
     def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if torch.cuda.is_available():
@@ -162,8 +157,8 @@ class PerfCallback(TrainerCallback):
         self.epochs.append(record)
         self._resumed_mid_epoch = False
         if state.is_world_process_zero:
-            with self.epochs_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            with JsonlAppender(self.epochs_path) as appender:
+                appender.write([record])
             writer = self._tb()
             step = state.global_step
             if self.memory_kind == "cuda":
@@ -223,29 +218,3 @@ def loss_curves(log_history: list[dict[str, Any]]) -> tuple[list[list[float]], l
     train = [[entry["step"], entry["loss"]] for entry in log_history if "loss" in entry and "step" in entry]
     val = [[entry["step"], entry["eval_loss"]] for entry in log_history if "eval_loss" in entry and "step" in entry]
     return train, val
-
-
-def library_versions() -> dict[str, str]:
-    import accelerate
-    import datasets
-    import peft
-    import transformers
-    import trl
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "trl": trl.__version__,
-        "peft": peft.__version__,
-        "accelerate": accelerate.__version__,
-        "datasets": datasets.__version__,
-    }
-
-
-def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write JSON via a temporary file and rename, so a crash never leaves a half-written summary."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)

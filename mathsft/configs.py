@@ -9,6 +9,7 @@ from trl import ModelConfig, SFTConfig
 
 from mathsft.data import DEFAULT_DATASET
 from mathsft.errors import UserError
+from mathsft.methods import method_for
 from mathsft.template import END_OF_TURN
 
 # LoRA on every linear projection of the Qwen3 blocks (attention and MLP) by default.
@@ -52,7 +53,8 @@ class MathSFTConfig(SFTConfig):
     """``SFTConfig`` plus the optimizer choice, which the project builds itself (see ``mathsft.optimizers``)."""
 
     optimizer: str = field(
-        default="adamw", metadata={"help": "Optimizer for the trainable parameters: adamw or sgd (LoRA uses adamw)."}
+        default="adamw",
+        metadata={"help": "Optimizer of the trainable parameters; with use_peft it selects the PEFT method."},
     )
     sgd_momentum: float = field(default=0.9, metadata={"help": "SGD momentum."})
     sgd_nesterov: bool = field(default=False, metadata={"help": "Use Nesterov momentum with SGD."})
@@ -77,12 +79,7 @@ class MathSFTConfig(SFTConfig):
 
 def validate_args(data_args: DataArguments, training_args: MathSFTConfig, model_args: ModelConfig) -> None:
     """Cross-field checks that the parser cannot express; each failure is one clear line."""
-    from mathsft.optimizers import OPTIMIZERS
-
-    if training_args.optimizer not in OPTIMIZERS:
-        raise UserError(
-            f"unknown optimizer '{training_args.optimizer}'; valid optimizers are: {', '.join(sorted(OPTIMIZERS))}"
-        )
+    method_for(training_args.optimizer, model_args.use_peft)  # one line naming the valid methods otherwise
     if not model_args.use_peft:
         defaults = ModelConfig()
         changed = [
@@ -103,5 +100,5 @@ def validate_args(data_args: DataArguments, training_args: MathSFTConfig, model_
 
 
 def method_name(training_args: MathSFTConfig, model_args: ModelConfig) -> str:
-    """The study's name for a run: ``lora`` for PEFT runs, else the optimizer name."""
-    return "lora" if model_args.use_peft else training_args.optimizer
+    """The registered method a run trains (see ``mathsft.methods``)."""
+    return method_for(training_args.optimizer, model_args.use_peft).name

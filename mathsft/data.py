@@ -8,23 +8,22 @@ from pathlib import Path
 from datasets import Dataset, load_dataset
 
 from mathsft.errors import UserError
-from mathsft.paths import looks_like_local_path
+from mathsft.paths import DATA_FILE_SUFFIXES, looks_like_local_path
 
 DEFAULT_DATASET = "ricdomolm/MATH-500"
-_LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")  # the files datasets' builders read
 
 
 def _load_local(path: Path, split: str) -> Dataset:
     if path.is_dir():
-        candidates = [path / f"{split}{suffix}" for suffix in _LOCAL_SUFFIXES]
+        candidates = [path / f"{split}{suffix}" for suffix in DATA_FILE_SUFFIXES]
         found = [c for c in candidates if c.is_file()]
         if not found:
-            present = sorted(p.name for p in path.iterdir() if p.suffix in _LOCAL_SUFFIXES)
+            present = sorted(p.name for p in path.iterdir() if p.suffix in DATA_FILE_SUFFIXES)
             raise UserError(f"no '{split}' split in {path}: expected {split}.jsonl; found {present or 'no data files'}")
         path = found[0]
     builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
     if builder is None:
-        raise UserError(f"unsupported data file {path}: use one of {', '.join(_LOCAL_SUFFIXES)}")
+        raise UserError(f"unsupported data file {path}: use one of {', '.join(DATA_FILE_SUFFIXES)}")
     try:
         return load_dataset(builder, data_files=str(path), split="train")
     except Exception as err:  # malformed files surface as various datasets/arrow errors

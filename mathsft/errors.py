@@ -1,4 +1,8 @@
-"""User-facing errors: one clear line on stderr and a non-zero exit, no traceback."""
+"""User-facing errors and exit codes, the same in all four scripts: one ``error: ...`` line on stderr, no traceback.
+
+Exit codes: 0 done, 2 bad input or refused (:class:`UserError`), 3 diverged (:class:`DivergedError`),
+130 interrupted (Ctrl-C or SIGTERM).
+"""
 
 from __future__ import annotations
 
@@ -8,51 +12,56 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-import yaml
-
 F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
 
 
 class UserError(Exception):
-    """Bad input from the user (recipe, path, column, option). Printed as one line, exit code 2."""
+    """Bad input from the user (recipe, path, column, option), or a refused request. One line, exit code 2."""
+
+
+class DivergedError(Exception):
+    """Training produced a non-finite loss or gradient norm. One line, exit code 3."""
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())  # never more than one line, whatever the message holds
+    return text or type(err).__name__
 
 
 def exit_on_user_error(func: F) -> F:
-    """Wrap an entry point so a ``UserError`` (or an argument-parsing ``ValueError`` from TrlParser) is one line."""
+    """Wrap an entry point so that a user error, a divergence or an interrupt is one line and its exit code."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            print(f"error: {_one_line(err)}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+        except DivergedError as err:
+            print(f"error: {_one_line(err)}", file=sys.stderr)
+            sys.exit(EXIT_DIVERGED)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
 
 
-def load_yaml_mapping(path: str, kind: str) -> dict[str, Any]:
-    """Read a YAML file (a recipe, a study config) that must hold a mapping; each failure is one line."""
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError as err:
-        raise UserError(f"{kind} not found: {path}") from err
-    except yaml.YAMLError as err:
-        raise UserError(f"malformed {kind} YAML {path}: {str(err).splitlines()[0]}") from err
-    if not isinstance(data, dict):
-        raise UserError(f"the {kind} {path} must contain a YAML mapping of key: value")
-    return data
+def suggest(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest known name, or an empty string: the one "did you mean" helper."""
+    close = difflib.get_close_matches(str(name), sorted(set(known)), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def reject_unknown_keys(data: dict[str, Any], known: Iterable[str], kind: str, path: str) -> None:
-    """An unknown key is an error that suggests the closest known one."""
-    known = sorted(set(known))
+def reject_unknown_keys(data: Iterable[str], known: Iterable[str], kind: str, where: str) -> None:
+    """An unknown key is an error that names where it is and suggests the closest known one."""
+    known = set(known)
     for key in data:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise UserError(f"unknown {kind} key '{key}' in {path}{hint}")
+            raise UserError(f"unknown {kind} key '{key}' in {where}{suggest(key, known)}")

@@ -16,17 +16,17 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from mathsft.data import DEFAULT_DATASET, load_problems
-from mathsft.errors import UserError
+import torch
 
-GENERATIONS_FILE = "generations.jsonl"
-CONFIG_FILE = "eval_config.json"
-SUMMARY_FILE = "summary.json"
+from mathsft import artifacts
+from mathsft.artifacts import EVAL_CONFIG, EVAL_SUMMARY, GENERATIONS, EvalSummary, JsonlAppender, read_jsonl_rows
+from mathsft.data import DEFAULT_DATASET, load_problems
+from mathsft.errors import UserError, reject_unknown_keys
+from mathsft.generation import BACKENDS
 
 # Test hook: raise KeyboardInterrupt after this many batches were written (simulates Ctrl-C in the e2e tests).
 _INTERRUPT_ENV = "MATHSFT_EVAL_INTERRUPT_AFTER_BATCHES"
@@ -59,7 +59,7 @@ class EvalArguments:
         metadata={
             "help": "auto (paged on CUDA, hf on CPU), hf (generate, dynamic cache), static (generate, static "
             "compiled cache) or paged (continuous batching with a paged KV cache).",
-            "choices": ["auto", "hf", "static", "paged"],
+            "choices": list(BACKENDS),
         },
     )
     batch_size: int | None = field(
@@ -124,25 +124,70 @@ def validate_eval_args(args: EvalArguments) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Output files
+# Settings as a mapping (the study's `eval:` section)
+# ----------------------------------------------------------------------------------------------------------------
+
+# The study sets these itself for every evaluation stage.
+STUDY_RESERVED_EVAL_KEYS = ("adapter", "output", "overwrite")
+
+
+def eval_args_from_mapping(settings: dict[str, Any], where: str) -> EvalArguments:
+    """``EvalArguments`` from a mapping of ``run_eval.py`` options (unknown keys get a "did you mean")."""
+    known = [f.name for f in fields(EvalArguments) if f.name not in STUDY_RESERVED_EVAL_KEYS]
+    reject_unknown_keys(settings, known, "run_eval.py option", where)
+    try:
+        args = EvalArguments(**({"model": "-", "output": "-"} | settings))
+    except TypeError as err:
+        raise UserError(f"bad evaluation settings in {where}: {err}") from err
+    validate_eval_args(args)
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Step 1: prepare the output folder and the resume state
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class EvalRun:
+    """An evaluation ready to generate: resolved device, dtype and backend, the problems, and what is left to do."""
+
+    args: EvalArguments
+    output: Path
+    device: torch.device
+    dtype: torch.dtype
+    backend: str
+    examples: list[dict[str, Any]]
+    resumed_rows: int
+    todo: list[tuple[int, int]]  # (problem index, sample) pairs without a row yet
+
+    @property
+    def generations_path(self) -> Path:
+        return self.output / GENERATIONS
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+
 def eval_settings(args: EvalArguments, dtype: str) -> dict[str, Any]:
-    """The contents of ``eval_config.json``: the guarded settings plus the resolved dtype (fp32 vs bf16 differ)."""
+    """The contents of ``eval_config.json``: every setting that changes what is generated or how it is graded."""
+    from mathsft.grading import grader_identity
+
     settings = {name: getattr(args, name) for name in GUARDED_SETTINGS}
     settings["dtype"] = dtype
+    settings["grader"] = grader_identity()
+    settings["grader_timeout"] = args.grader_timeout
     return settings
 
 
 def check_or_write_config(output: Path, settings: dict[str, Any]) -> None:
     """Write ``eval_config.json``, or check that an existing one (a run to resume) has the same settings."""
-    path = output / CONFIG_FILE
+    path = output / EVAL_CONFIG
     if path.is_file():
-        try:
-            previous = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise UserError(f"{path} is not valid JSON ({err}); use a new --output or pass --overwrite") from err
+        previous = artifacts.read_json(path)
+        if previous is None:
+            raise UserError(f"{path} is not a valid JSON object; use a new --output or pass --overwrite true")
         changed = [
             f"{key}: {previous.get(key)!r} -> {settings.get(key)!r}"
             for key in sorted(set(previous) | set(settings))
@@ -151,70 +196,63 @@ def check_or_write_config(output: Path, settings: dict[str, Any]) -> None:
         if changed:
             raise UserError(
                 f"{output} holds a run with other settings ({'; '.join(changed)}); "
-                "use a new --output or pass --overwrite to start over"
+                "use a new --output or pass --overwrite true to start over"
             )
         return
-    if (output / GENERATIONS_FILE).exists():
+    if (output / GENERATIONS).exists():
         raise UserError(
-            f"{output / GENERATIONS_FILE} exists but {CONFIG_FILE} does not, so its settings are unknown; "
-            "use a new --output or pass --overwrite"
+            f"{output / GENERATIONS} exists but {EVAL_CONFIG} does not, so its settings are unknown; "
+            "use a new --output or pass --overwrite true"
         )
-    _write_json(path, settings)
+    artifacts.write_json_atomic(path, settings)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    """Write via a temporary file and rename, so the file is never half-written."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+def prepare_evaluation(args: EvalArguments) -> EvalRun:
+    """Check everything that can fail fast (settings, data, output folder) before any model is loaded."""
+    from datasets.utils.logging import disable_progress_bar
 
+    from mathsft.environment import resolve_device
+    from mathsft.generation import resolve_backend, resolve_dtype
 
-def read_jsonl_rows(path: Path, repair: bool = False) -> list[dict[str, Any]]:
-    """Rows of a JSONL file. With ``repair``, a half-written last line (a crash mid-write) is cut off the file."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1  # everything after the last newline is an incomplete line
-    if end < len(data):
-        if not repair:
-            raise UserError(f"{path} ends with an incomplete line")
-        with open(path, "r+b") as f:
-            f.truncate(end)
-            f.flush()
-            os.fsync(f.fileno())
-        data = data[:end]
-    rows = []
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise UserError(
-                f"{path} line {number} is not valid JSON ({err.msg}); use --overwrite to start over"
-            ) from err
-    return rows
+    validate_eval_args(args)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    backend = resolve_backend(args.backend, device)
+    disable_progress_bar()  # MATH-500 loads in a second; keep stderr for errors and the generation bar
+    problems = load_problems(args.dataset, args.split, [args.problem_column, args.answer_column])
+    if args.limit is not None:
+        problems = problems.select(range(min(args.limit, len(problems))))
+    examples = problems.to_list()
 
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    if args.overwrite:
+        for name in (GENERATIONS, EVAL_CONFIG, EVAL_SUMMARY):
+            (output / name).unlink(missing_ok=True)
+    run = EvalRun(args, output, device, dtype, backend, examples, 0, [])
+    check_or_write_config(output, eval_settings(args, run.dtype_name))
 
-class JsonlAppender:
-    """Append rows to a JSONL file; each ``write`` is flushed and fsync'd before it returns."""
-
-    def __init__(self, path: Path) -> None:
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-
-    def write(self, rows: Iterable[dict[str, Any]]) -> None:
-        # One write call per batch: a crash leaves at most one partial line, which resume cuts off.
-        self._file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
+    existing = read_jsonl_rows(run.generations_path, repair=True)
+    done = {(row["id"], row["sample"]) for row in existing}
+    run.resumed_rows = len(existing)
+    run.todo = [(pid, s) for pid in range(len(examples)) for s in range(args.num_samples) if (pid, s) not in done]
+    if existing:
+        print(
+            f"resuming: {len(existing)} rows already in {run.generations_path}, {len(run.todo)} to generate",
+            file=sys.stderr,
+        )
+    return run
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Evaluation
+# Step 2: generate and grade
 # ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationStats:
+    tokens: int = 0
+    seconds: float = 0.0
 
 
 def _problem_meta(example: dict[str, Any]) -> dict[str, Any]:
@@ -232,93 +270,81 @@ def _grade_rows(rows: list[dict[str, Any]], timeout_s: float, num_workers: int |
         row["pred"], row["correct"], row["status"] = result.pred, result.correct, result.status
 
 
-def run_evaluation(args: EvalArguments) -> dict[str, Any]:
-    """Generate, grade and summarize; resumes from ``<output>/generations.jsonl``. Returns the summary."""
-    validate_eval_args(args)
+def _requests(run: EvalRun, tokenizer: Any) -> tuple[dict[int, str], list[Any]]:
+    """The rendered prompt of every problem left to do, and one generation request per (problem, sample)."""
+    from mathsft import generation as gen
+    from mathsft.template import render_generation_prompt
+
+    args = run.args
+    prompts = {
+        pid: render_generation_prompt(tokenizer, run.examples[pid][args.problem_column], args.system_prompt)
+        for pid in sorted({pid for pid, _ in run.todo})
+    }
+    prompt_ids = {pid: gen.encode_prompt(tokenizer, text) for pid, text in prompts.items()}
+    return prompts, [gen.GenerationRequest(key=(pid, s), prompt_ids=prompt_ids[pid]) for pid, s in run.todo]
+
+
+def _result_row(run: EvalRun, pid: int, sample: int, prompt: str, completion: Any) -> dict[str, Any]:
+    example = run.examples[pid]
+    return {
+        "id": pid, **_problem_meta(example), "sample": sample, "prompt": prompt, "completion": completion.text,
+        "gold": str(example[run.args.answer_column]), "finish_reason": completion.finish_reason,
+        "num_tokens": completion.num_tokens,
+    }  # fmt: skip
+
+
+def generate_and_grade(run: EvalRun) -> GenerationStats:
+    """Generate every missing (problem, sample), grade each batch and append it to ``generations.jsonl``."""
     from mathsft import generation as gen
 
-    # Everything that can fail fast (data, settings, output folder) is checked before the model is loaded.
-    device = gen.resolve_device(args.device)
-    dtype = gen.resolve_dtype(args.dtype, device)
-    backend = gen.resolve_backend(args.backend, device)
-    from datasets.utils.logging import disable_progress_bar
-
-    disable_progress_bar()  # MATH-500 loads in a second; keep stderr for errors and the generation bar
-    problems = load_problems(args.dataset, args.split, [args.problem_column, args.answer_column])
-    if args.limit is not None:
-        problems = problems.select(range(min(args.limit, len(problems))))
-    examples = problems.to_list()
-
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    generations_path = output / GENERATIONS_FILE
-    if args.overwrite:
-        for name in (GENERATIONS_FILE, CONFIG_FILE, SUMMARY_FILE):
-            (output / name).unlink(missing_ok=True)
-    check_or_write_config(output, eval_settings(args, str(dtype).removeprefix("torch.")))
-
-    existing = read_jsonl_rows(generations_path, repair=True)
-    done = {(row["id"], row["sample"]) for row in existing}
-    todo = [(pid, s) for pid in range(len(examples)) for s in range(args.num_samples) if (pid, s) not in done]
-    if existing:
-        print(f"resuming: {len(existing)} rows already in {generations_path}, {len(todo)} to generate", file=sys.stderr)
-
+    stats = GenerationStats()
+    if not run.todo:
+        return stats
+    args = run.args
+    model, tokenizer = gen.load_model_and_tokenizer(
+        args.model, args.adapter, args.device, args.dtype, args.attn_implementation
+    )
+    prompts, requests = _requests(run, tokenizer)
+    settings = gen.SamplingSettings(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
+    interrupt_after = int(os.environ.get(_INTERRUPT_ENV, "0"))
     started = time.perf_counter()
-    generated_tokens = 0
-    generation_seconds = 0.0
-    if todo:
-        model, tokenizer = gen.load_model_and_tokenizer(
-            args.model, args.adapter, args.device, args.dtype, args.attn_implementation
-        )
-        from mathsft.template import render_generation_prompt
+    batches = gen.generate(model, tokenizer, requests, settings, run.backend, args.batch_size, args.progress)
+    try:
+        with JsonlAppender(run.generations_path) as appender, contextlib.closing(batches):
+            # closing() stops the paged backend's thread on Ctrl-C or an error
+            for number, finished in enumerate(batches, start=1):
+                rows = [_result_row(run, pid, s, prompts[pid], completion) for (pid, s), completion in finished]
+                stats.tokens += sum(row["num_tokens"] for row in rows)
+                _grade_rows(rows, args.grader_timeout, args.grader_workers)
+                appender.write(rows)
+                if interrupt_after and number >= interrupt_after:
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        print(f"{run.generations_path} keeps every finished batch: rerun the same command to resume", file=sys.stderr)
+        raise
+    stats.seconds = time.perf_counter() - started
+    return stats
 
-        prompts = {
-            pid: render_generation_prompt(tokenizer, examples[pid][args.problem_column], args.system_prompt)
-            for pid in sorted({pid for pid, _ in todo})
-        }
-        prompt_ids = {pid: gen.encode_prompt(tokenizer, text) for pid, text in prompts.items()}
-        requests = [gen.GenerationRequest(key=(pid, s), prompt_ids=prompt_ids[pid]) for pid, s in todo]
-        settings = gen.SamplingSettings(
-            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
-        )
-        interrupt_after = int(os.environ.get(_INTERRUPT_ENV, "0"))
-        appender = JsonlAppender(generations_path)
-        generation_started = time.perf_counter()
-        batches = gen.generate(model, tokenizer, requests, settings, backend, args.batch_size, args.progress)
-        try:
-            with contextlib.closing(batches):  # stops the paged backend's thread on Ctrl-C or an error
-                for number, finished in enumerate(batches, start=1):
-                    rows = []
-                    for (pid, sample), completion in finished:
-                        example = examples[pid]
-                        rows.append(
-                            {
-                                "id": pid,
-                                **_problem_meta(example),
-                                "sample": sample,
-                                "prompt": prompts[pid],
-                                "completion": completion.text,
-                                "gold": str(example[args.answer_column]),
-                                "finish_reason": completion.finish_reason,
-                                "num_tokens": completion.num_tokens,
-                            }
-                        )
-                        generated_tokens += completion.num_tokens
-                    _grade_rows(rows, args.grader_timeout, args.grader_workers)
-                    appender.write(rows)
-                    if interrupt_after and number >= interrupt_after:
-                        raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            print(f"{generations_path} keeps every finished batch: rerun the same command to resume", file=sys.stderr)
-            raise
-        finally:
-            appender.close()
-        generation_seconds = time.perf_counter() - generation_started
 
-    rows = read_jsonl_rows(generations_path)
-    selected = {(pid, s) for pid in range(len(examples)) for s in range(args.num_samples)}
+# ----------------------------------------------------------------------------------------------------------------
+# Step 3: summarize
+# ----------------------------------------------------------------------------------------------------------------
+
+TIMING_KEYS = ("wall_time_s", "generation_time_s", "generated_tokens", "generated_tokens_per_s")
+
+
+def summarize_evaluation(run: EvalRun, stats: GenerationStats, wall_time_s: float) -> EvalSummary:
+    """Score every row of this evaluation, write ``summary.json`` and print it as a table."""
+    from mathsft.environment import device_name
+    from mathsft.scoring import format_summary_table
+
+    args = run.args
+    rows = read_jsonl_rows(run.generations_path)
+    selected = {(pid, s) for pid in range(len(run.examples)) for s in range(args.num_samples)}
     rows = _dedupe([row for row in rows if (row["id"], row["sample"]) in selected])
-    summary = _summarize(rows)
+    summary: dict[str, Any] = dict(_summarize(rows))
     summary.update(
         {
             "model": args.model,
@@ -326,36 +352,35 @@ def run_evaluation(args: EvalArguments) -> dict[str, Any]:
             "dataset": args.dataset,
             "split": args.split,
             "generation": {
-                "num_samples": args.num_samples,
-                "temperature": args.temperature,
-                "top_p": args.top_p,
-                "max_new_tokens": args.max_new_tokens,
-                "seed": args.seed,
-                "system_prompt": args.system_prompt,
-            },
-            "backend": backend,
-            "dtype": str(dtype).removeprefix("torch."),
-            "device": gen.device_name(device),
-            "resumed_rows": len(existing),
-            "generated_rows": len(todo),
-            "wall_time_s": round(time.perf_counter() - started, 3),
-            "generation_time_s": round(generation_seconds, 3),
-            "generated_tokens": generated_tokens,
-            "generated_tokens_per_s": round(generated_tokens / generation_seconds, 1) if generation_seconds else None,
+                "num_samples": args.num_samples, "temperature": args.temperature, "top_p": args.top_p,
+                "max_new_tokens": args.max_new_tokens, "seed": args.seed, "system_prompt": args.system_prompt,
+            },  # fmt: skip
+            "backend": run.backend,
+            "dtype": run.dtype_name,
+            "device": device_name(run.device),
+            "resumed_rows": run.resumed_rows,
+            "generated_rows": len(run.todo),
+            "wall_time_s": round(wall_time_s, 3),
+            "generation_time_s": round(stats.seconds, 3),
+            "generated_tokens": stats.tokens,
+            "generated_tokens_per_s": round(stats.tokens / stats.seconds, 1) if stats.seconds else None,
         }
     )
-    if not todo:
-        # Nothing generated now (a finished run, rerun): keep the timings of the run that generated the rows.
-        with contextlib.suppress(OSError, json.JSONDecodeError, TypeError):
-            previous = json.loads((output / SUMMARY_FILE).read_text())
-            for key in ("wall_time_s", "generation_time_s", "generated_tokens", "generated_tokens_per_s"):
-                summary[key] = previous.get(key, summary[key])
-    _write_json(output / SUMMARY_FILE, summary)
-    from mathsft.scoring import format_summary_table
-
+    if not run.todo:  # nothing generated now (a finished run, rerun): keep the timings of the run that generated
+        previous = artifacts.read_json(run.output / EVAL_SUMMARY) or {}
+        summary |= {key: previous[key] for key in TIMING_KEYS if key in previous}
+    artifacts.write_json_atomic(run.output / EVAL_SUMMARY, summary)
     print(format_summary_table(summary))
-    print(f"wrote {generations_path} and {output / SUMMARY_FILE}")
-    return summary
+    print(f"wrote {run.generations_path} and {run.output / EVAL_SUMMARY}")
+    return summary  # type: ignore[return-value]
+
+
+def run_evaluation(args: EvalArguments) -> EvalSummary:
+    """Generate, grade and summarize; resumes from ``<output>/generations.jsonl``. Returns the summary."""
+    started = time.perf_counter()
+    run = prepare_evaluation(args)
+    stats = generate_and_grade(run)
+    return summarize_evaluation(run, stats, time.perf_counter() - started)
 
 
 def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -369,7 +394,7 @@ def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return unique
 
 
-def _summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _summarize(rows: list[dict[str, Any]]) -> artifacts.Scores:
     from mathsft.scoring import summarize
 
     try:
@@ -403,9 +428,9 @@ def run_grading(args: GradeArguments) -> dict[str, Any]:
     _grade_rows(rows, args.grader_timeout, args.grader_workers)
     destination = Path(args.output) if args.output else source.with_name(source.stem + ".scored.jsonl")
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with open(destination, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    summary = _summarize(rows)
+    # Atomic: the output may be the input itself, and a failed write must never lose a row.
+    artifacts.write_text_atomic(destination, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    summary: dict[str, Any] = dict(_summarize(rows))
     summary["input"] = str(source)
     summary["output"] = str(destination)
     return summary

@@ -25,13 +25,14 @@ import logging
 import math
 import time
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from mathsft.environment import resolve_device
 from mathsft.errors import UserError
 from mathsft.paths import looks_like_local_path
 from mathsft.template import END_OF_TEXT, END_OF_TURN
@@ -64,9 +65,6 @@ class SamplingSettings:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
 class GenerationRequest:
@@ -88,15 +86,6 @@ class Completion:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` is the GPU when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device} requested but no CUDA GPU is available; use --device cpu")
-    return torch.device(device)
-
-
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """``auto`` is bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU (bf16 matmuls are slow there)."""
     if dtype == "auto":
@@ -115,12 +104,6 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
         return "paged" if device.type == "cuda" else "hf"
     return backend
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return device.type
 
 
 def _check_model_source(name_or_path: str, what: str) -> None:
@@ -381,13 +364,9 @@ def paged_attention_for(model: Any) -> str:
         and model.dtype in (torch.bfloat16, torch.float16)  # the flash kernel has no fp32
         and torch.cuda.get_device_capability(model.device) >= (8, 0)  # Ampere or newer
     )
-    if flash_capable and PAGED_CUDA_ATTENTION == TORCH_FLASH_VARLEN:
+    if flash_capable:
         return register_torch_flash_varlen()
     return current
-
-
-# What the paged backend uses on CUDA when the model was loaded with SDPA: TORCH_FLASH_VARLEN or "sdpa".
-PAGED_CUDA_ATTENTION = TORCH_FLASH_VARLEN
 
 
 @contextlib.contextmanager
@@ -407,7 +386,6 @@ def _paged_config(
     settings: SamplingSettings,
     device: torch.device,
     batch_size: int | None,
-    options: dict[str, Any] | None,
 ) -> Any:
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
@@ -419,7 +397,6 @@ def _paged_config(
         page_size = 256
         pages = sum(math.ceil((len(r.prompt_ids) + settings.max_new_tokens) / page_size) for r in requests)
         kwargs.update(page_size=page_size, num_blocks=pages + 2, max_batch_tokens=2048)
-    kwargs.update(options or {})
     return ContinuousBatchingConfig(**kwargs)
 
 
@@ -431,7 +408,6 @@ def _generate_paged(
     batch_size: int | None,
     progress: bool,
     attn_implementation: str | None = None,
-    paged_options: dict[str, Any] | None = None,
 ) -> Iterator[list[tuple[Hashable, Completion]]]:
     """Continuous batching through the manager that ``model.generate_batch`` wraps.
 
@@ -454,7 +430,7 @@ def _generate_paged(
     with _attention(model, implementation):
         manager = model.init_continuous_batching(
             generation_config=generation_config,
-            continuous_batching_config=_paged_config(requests, settings, model.device, batch_size, paged_options),
+            continuous_batching_config=_paged_config(requests, settings, model.device, batch_size),
             workload_hints=hints,
         )
         if model.device.type == "cuda":
@@ -505,14 +481,13 @@ def generate(
     batch_size: int | None = None,
     progress: bool = True,
     attn_implementation: str | None = None,
-    paged_options: dict[str, Any] | None = None,
 ) -> Iterator[list[tuple[Hashable, Completion]]]:
     """Generate one completion per request; yields ``[(key, Completion), ...]`` groups as they finish.
 
     The order of results is not the order of ``requests``: use the keys. Seeded: with the ``hf``/``static``
     backends a rerun of the same requests gives the same completions (on the same hardware); the paged backend
     schedules requests in a background thread, so sampled (not greedy) completions may differ between runs.
-    ``attn_implementation`` and ``paged_options`` (``ContinuousBatchingConfig`` fields) tune the paged backend.
+    ``attn_implementation`` picks the paged backend's attention kernel.
     """
     if not requests:
         return
@@ -523,9 +498,7 @@ def generate(
 
     set_seed(settings.seed)
     if backend == "paged":
-        yield from _generate_paged(
-            model, tokenizer, requests, settings, batch_size, progress, attn_implementation, paged_options
-        )
+        yield from _generate_paged(model, tokenizer, requests, settings, batch_size, progress, attn_implementation)
     else:
         size = batch_size or DEFAULT_BATCH_SIZE["cuda" if model.device.type == "cuda" else "cpu"]
         yield from _generate_hf(model, tokenizer, requests, settings, backend, size, progress)

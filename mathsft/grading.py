@@ -547,3 +547,16 @@ def _run_pool(
     finally:
         for w in workers:
             w.stop()
+
+
+def grader_identity() -> dict[str, str]:
+    """Which grader produced a grade: this module and the versions of the libraries that decide equivalence."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    identity = {"module": __name__}
+    for package in ("math-verify", "latex2sympy2_extended", "sympy"):
+        try:
+            identity[package] = version(package)
+        except PackageNotFoundError:
+            identity[package] = "missing"
+    return identity

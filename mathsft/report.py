@@ -14,213 +14,19 @@ import json
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mathsft import artifacts
+from mathsft.artifacts import BEST_RULE, EvalRecord, TrainRecord, final_val_loss, format_lr
 from mathsft.errors import UserError
+from mathsft.methods import LORA_KEYS, METHODS
+from mathsft.progress import format_duration
+from mathsft.results import AccuracyRow, accuracy_rows, best_runs, collect
 
-METHODS = ("adamw", "sgd", "lora")
 MISSING = "missing"  # the whole file is absent (a run or an evaluation that did not finish)
 NA = "—"  # the file exists but lacks this value
-METHOD_COLORS = {"adamw": "tab:blue", "sgd": "tab:orange", "lora": "tab:green"}
 OTHER_COLORS = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
-
-BEST_RULE = (
-    "For each method, the best run is the one with the lowest *final* validation loss (the last `eval_loss` entry "
-    "of its `run_summary.json`, measured at the end of training). Interrupted runs and runs whose final validation "
-    "loss is missing or not finite (diverged) are not eligible; ties go to the smaller learning rate. Only the best "
-    "run of each method is evaluated on the benchmark."
-)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reading runs
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def final_val_loss(summary: dict[str, Any] | None) -> float | None:
-    """The last validation loss of a run summary, or None when missing or not finite."""
-    if not summary or not summary.get("eval_loss"):
-        return None
-    value = float(summary["eval_loss"][-1][1])
-    return value if math.isfinite(value) else None
-
-
-def select_best(candidates: Sequence[tuple[str, dict[str, Any] | None]]) -> str | None:
-    """Name of the best run among ``(name, run_summary)`` pairs (see ``BEST_RULE``), None if none is eligible."""
-    eligible = []
-    for name, summary in candidates:
-        loss = final_val_loss(summary)
-        if summary is None or summary.get("interrupted") or loss is None:
-            continue
-        hyper = summary.get("hyperparameters", {})
-        eligible.append((loss, hyper.get("learning_rate") or 0.0, hyper.get("lora_r") or 0, name))
-    return min(eligible)[3] if eligible else None
-
-
-def format_lr(lr: float) -> str:
-    """Short, exact learning-rate text: 0.3, 0.05, 3e-3, 1.5e-5."""
-    if lr >= 1e-2:
-        return f"{lr:g}"
-    mantissa, exponent = f"{lr:.6e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-
-
-@dataclass
-class TrainRecord:
-    """A training run folder; ``summary`` is its run_summary.json (None when missing)."""
-
-    name: str
-    path: Path
-    summary: dict[str, Any] | None
-    method: str | None
-    group: str = ""
-    stage: dict[str, Any] | None = None  # the study's stage_config.json: the grid point of an unfinished run
-
-    @property
-    def hyper(self) -> dict[str, Any]:
-        return (self.summary or {}).get("hyperparameters", {})
-
-    @property
-    def learning_rate(self) -> float | None:
-        return self.hyper.get("learning_rate", (self.stage or {}).get("learning_rate"))
-
-    @property
-    def lora_r(self) -> int | None:
-        return self.hyper.get("lora_r", (self.stage or {}).get("lora_r"))
-
-    @property
-    def interrupted(self) -> bool:
-        return bool((self.summary or {}).get("interrupted"))
-
-
-@dataclass
-class EvalRecord:
-    """An evaluation folder; ``label`` is ``base``, a method, or the folder name; ``run`` the scored run."""
-
-    label: str
-    path: Path
-    summary: dict[str, Any] | None
-    run: str | None
-    group: str = ""
-
-
-def _train_record(path: Path, group: str) -> TrainRecord:
-    summary = _read_json(path / "run_summary.json")
-    stage = _read_json(path / "stage_config.json") or {}
-    method = (summary or {}).get("method") or stage.get("method")
-    if method is None and path.name.split("-")[0] in METHODS:
-        method = path.name.split("-")[0]
-    name = f"{group}/{path.name}" if group else path.name
-    return TrainRecord(name, path, summary, method, group, stage or None)
-
-
-def _eval_record(path: Path, group: str, label: str | None) -> EvalRecord:
-    summary = _read_json(path / "summary.json")
-    stage = _read_json(path / "stage_config.json") or {}
-    run = stage.get("run")
-    if run and group:
-        run = f"{group}/{run}"
-    return EvalRecord(label or "", path, summary, run, group)
-
-
-def _is_study(path: Path) -> bool:
-    return (path / "train").is_dir() or (path / "eval").is_dir()
-
-
-def _subdirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
-
-
-def collect(paths: Iterable[str | Path]) -> tuple[list[TrainRecord], list[EvalRecord]]:
-    """Training runs and evaluations from study dirs (``train/*``, ``eval/*``), run dirs and eval dirs.
-
-    In a study dir an evaluation is named by its folder (``base``, ``adamw``, ...), and the run it scored comes from
-    its ``stage_config.json``. An evaluation folder given on its own is matched by the ``model``/``adapter`` in its
-    ``summary.json`` (or ``eval_config.json``): a listed training run's folder names it after that run's method;
-    no adapter and no match makes it ``base``; anything else keeps its folder name.
-    """
-    paths = [Path(p) for p in paths]
-    studies = [p for p in paths if p.is_dir() and _is_study(p)]
-    prefix_groups = len(studies) > 1  # several studies: run names are prefixed by the study folder
-    runs: list[TrainRecord] = []
-    evals: list[EvalRecord] = []
-    loose_evals: list[Path] = []
-    for path in paths:
-        if not path.exists():
-            raise UserError(f"not found: {path}")
-        if path.is_dir() and _is_study(path):
-            group = path.name if prefix_groups else ""
-            # The study's own list of runs and methods, when it wrote one: folders left over from an earlier grid
-            # are not part of this study (and must not change which run counts as best).
-            plan = _read_json(path / "study_config.json") or {}
-            listed, methods = set(plan.get("runs") or []), set(plan.get("methods") or [])
-            runs += [_train_record(d, group) for d in _subdirs(path / "train") if not listed or d.name in listed]
-            evals += [
-                _eval_record(d, group, d.name)
-                for d in _subdirs(path / "eval")
-                if not methods or d.name == "base" or d.name in methods
-            ]
-        elif (path / "run_summary.json").is_file() or (path / "trainer_state.json").is_file():
-            runs.append(_train_record(path, ""))
-        elif (path / "summary.json").is_file() or (path / "eval_config.json").is_file():
-            loose_evals.append(path)
-        else:
-            raise UserError(
-                f"{path} is neither a study dir (train/, eval/), a training run (run_summary.json) "
-                "nor an evaluation (summary.json)"
-            )
-    by_path = {r.path.resolve(): r for r in runs}
-    for path in loose_evals:
-        info = _read_json(path / "summary.json") or _read_json(path / "eval_config.json") or {}
-        adapter, model = info.get("adapter"), info.get("model")
-        matched = next(
-            (by_path[Path(p).resolve()] for p in (adapter, model) if p and Path(p).resolve() in by_path), None
-        )
-        record = _eval_record(path, "", None)
-        if matched is not None:
-            record.label, record.run = matched.method or matched.name, matched.name
-        else:
-            record.label = "base" if not adapter else path.name
-        evals.append(record)
-    # Two evaluations with one label (e.g. two loose base evals) keep apart by their folder names.
-    seen: dict[tuple[str, str], int] = {}
-    for record in evals:
-        key = (record.group, record.label)
-        seen[key] = seen.get(key, 0) + 1
-        if seen[key] > 1:
-            record.label = f"{record.label} ({record.path.name})"
-    order = {m: i for i, m in enumerate(METHODS)}
-    runs.sort(
-        key=lambda r: (
-            r.group,
-            order.get(r.method or "", len(order)),
-            r.learning_rate is None,  # unknown grid points last
-            r.learning_rate or 0.0,
-            r.lora_r or 0,
-            r.name,
-        )
-    )
-    return runs, evals
-
-
-def best_runs(runs: list[TrainRecord]) -> dict[tuple[str, str], str]:
-    """``{(group, method): best run name}`` by :data:`BEST_RULE`."""
-    best = {}
-    for key in sorted({(r.group, r.method) for r in runs if r.method}):
-        name = select_best([(r.name, r.summary) for r in runs if (r.group, r.method) == key])
-        if name is not None:
-            best[key] = name
-    return best
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -234,18 +40,6 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[str]], right: Sequen
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return NA
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def _pct(value: float | None) -> str:
@@ -314,7 +108,7 @@ def plot_losses(
             missing.append(run.name)
             continue
         method = run.method or run.name
-        color = colors.setdefault(method, METHOD_COLORS.get(method) or next(others))
+        color = colors.setdefault(method, METHODS[method].color if method in METHODS else next(others))
         is_best = best.get((run.group, run.method or "")) == run.name
         several = per_method[(run.group, method)] > 1
         label = run.name + (" (best)" if is_best and several else "")
@@ -351,7 +145,7 @@ def plot_losses(
     else:
         ax.text(0.5, 0.5, f"no {title.lower()} data", transform=ax.transAxes, ha="center", va="center")
     fig.tight_layout()
-    fig.savefig(path)
+    artifacts.save_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
     return {
         "title": title,
@@ -471,34 +265,6 @@ def resources_markdown(runs: list[TrainRecord]) -> str:
 ACCURACY_HEADER = [
     "model", "evaluated", "accuracy", "Δ vs base (points)", "correct", "no \\boxed{}", "truncated", "grader timeouts",
 ]  # fmt: skip
-
-
-@dataclass
-class AccuracyRow:
-    label: str
-    record: EvalRecord | None
-    expected_run: str | None  # the run the study would evaluate (for a missing evaluation)
-    base: EvalRecord | None
-
-
-def accuracy_rows(runs: list[TrainRecord], evals: list[EvalRecord]) -> list[AccuracyRow]:
-    """Base first, then one row per method (present or missing), then any other evaluation, per group."""
-    best = best_runs(runs)
-    rows = []
-    groups = sorted({r.group for r in runs} | {e.group for e in evals})
-    bases = [e for e in evals if e.label == "base"]
-    for group in groups:
-        prefix = f"{group}/" if group else ""
-        in_group = {e.label: e for e in evals if e.group == group}
-        base = in_group.get("base") or (bases[0] if len(bases) == 1 else None)
-        rows.append(AccuracyRow(prefix + "base", in_group.get("base"), None, None))
-        methods = [m for m in METHODS if m in in_group or any(r.group == group and r.method == m for r in runs)]
-        for method in methods:
-            rows.append(AccuracyRow(prefix + method, in_group.get(method), best.get((group, method)), base))
-        for name, record in in_group.items():
-            if name != "base" and name not in METHODS:
-                rows.append(AccuracyRow(prefix + name, record, None, base))
-    return rows
 
 
 def _count(summary: dict[str, Any], key: str) -> str:
@@ -679,6 +445,14 @@ def _convergence_table(runs: list[TrainRecord], best: dict[tuple[str, str], str]
     return md_table(header, rows, right=(2, 3, 4, 5, 6, 7))
 
 
+def optimizer_settings(method: str | None, hyper: dict[str, Any]) -> str:
+    """The optimizer hyperparameters the run's method owns (from the registry), e.g. ``adam_beta1 0.9, ...``."""
+    if method not in METHODS:
+        return NA
+    keys = [k for k in METHODS[method].hyperparameters if k not in LORA_KEYS and k in hyper]
+    return ", ".join(f"{k} {hyper[k]}" for k in keys) or NA
+
+
 def _hyperparameter_table(runs: list[TrainRecord]) -> str:
     rows = []
     for run in runs:
@@ -686,10 +460,6 @@ def _hyperparameter_table(runs: list[TrainRecord]) -> str:
         if not h:
             rows.append([run.name] + [MISSING] * 10)
             continue
-        if h.get("optimizer") == "sgd":
-            moments = f"momentum {h.get('sgd_momentum', NA)}" + (", nesterov" if h.get("sgd_nesterov") else "")
-        else:
-            moments = f"betas {tuple(h['adam_betas'])}, eps {h.get('adam_epsilon', NA)}" if h.get("adam_betas") else NA
         lora = NA
         if h.get("use_peft"):
             lora = f"r {h.get('lora_r')}, alpha {h.get('lora_alpha')}, dropout {h.get('lora_dropout')}"
@@ -702,15 +472,15 @@ def _hyperparameter_table(runs: list[TrainRecord]) -> str:
                 _scheduler(h.get("lr_scheduler_type")),
                 str(h.get("warmup_steps", NA)),
                 str(h.get("weight_decay", NA)),
-                moments,
+                optimizer_settings(run.method, h),
                 str(h.get("num_train_epochs", NA)),
                 batch_text(h),
                 lora,
                 str(h.get("seed", NA)),
             ]
         )
-    header = ["run", "optimizer", "lr", "schedule", "warmup", "weight decay", "moments", "epochs", "batch", "LoRA",
-              "seed"]  # fmt: skip
+    header = ["run", "optimizer", "lr", "schedule", "warmup", "weight decay", "optimizer settings", "epochs", "batch",
+              "LoRA", "seed"]  # fmt: skip
     return md_table(header, rows)
 
 
@@ -816,10 +586,11 @@ def report_markdown(
         _convergence_table(runs, best) if runs else f"_{MISSING}: no training runs_",
         "",
     ]
-    if figures.get("loss_train.png", {}).get("missing") or figures.get("loss_val.png", {}).get("missing"):
+    unplotted = [figures.get(name, {}).get("missing") for name in (artifacts.LOSS_TRAIN_PNG, artifacts.LOSS_VAL_PNG)]
+    if any(unplotted):
         lines += [
-            f"Not plotted (no data): training loss {', '.join(figures['loss_train.png']['missing']) or NA}; "
-            f"validation loss {', '.join(figures['loss_val.png']['missing']) or NA}.",
+            f"Not plotted (no data): training loss {', '.join(figures[artifacts.LOSS_TRAIN_PNG]['missing']) or NA}; "
+            f"validation loss {', '.join(figures[artifacts.LOSS_VAL_PNG]['missing']) or NA}.",
             "",
         ]
     lines += [
@@ -853,12 +624,12 @@ def write_report(sources: Sequence[str | Path], output: str | Path, log_scale: b
     output.mkdir(parents=True, exist_ok=True)
     best = best_runs(runs)
     figures = {
-        "loss_train.png": plot_losses(runs, best, "train", output / "loss_train.png", log_scale),
-        "loss_val.png": plot_losses(runs, best, "val", output / "loss_val.png", log_scale),
+        artifacts.LOSS_TRAIN_PNG: plot_losses(runs, best, "train", output / artifacts.LOSS_TRAIN_PNG, log_scale),
+        artifacts.LOSS_VAL_PNG: plot_losses(runs, best, "val", output / artifacts.LOSS_VAL_PNG, log_scale),
     }
-    (output / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
-    (output / "resources.md").write_text(resources_markdown(runs))
-    (output / "accuracy.md").write_text(accuracy_markdown(runs, evals))
-    report = output / "report.md"
-    report.write_text(report_markdown(runs, evals, figures, [str(s) for s in sources]))
+    artifacts.write_json_atomic(output / artifacts.FIGURES_JSON, figures)
+    artifacts.write_text_atomic(output / artifacts.RESOURCES_MD, resources_markdown(runs))
+    artifacts.write_text_atomic(output / artifacts.ACCURACY_MD, accuracy_markdown(runs, evals))
+    report = output / artifacts.REPORT_MD
+    artifacts.write_text_atomic(report, report_markdown(runs, evals, figures, [str(s) for s in sources]))
     return report

@@ -10,9 +10,10 @@ A *row* is one graded sample, e.g. ``{"id": "test/algebra/1.json", "sample": 0, 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
 
+from mathsft.artifacts import Scores
 from mathsft.grading import normalize_answer
 
 __all__ = ["format_summary_table", "majority_vote", "pass_at_k", "pass_at_k_values", "summarize"]
@@ -108,7 +109,7 @@ def _breakdown(problems: list[dict[str, Any]], field: str) -> dict[str, dict[str
     }
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(rows: list[dict[str, Any]]) -> Scores:
     """Scores from graded sample rows (keys ``id``, ``sample``, ``correct``, ``pred``, ``status``; optionally
     ``subject``, ``level``, ``finish_reason``, ``num_tokens``).
 
@@ -156,10 +157,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     tokens = [r["num_tokens"] for r in rows if r.get("num_tokens") is not None]
     if tokens:
         summary["mean_num_tokens"] = _mean(tokens)
-    return summary
+    return cast(Scores, summary)
 
 
-def format_summary_table(summary: dict[str, Any]) -> str:
+def format_summary_table(summary: Mapping[str, Any]) -> str:
     """A plain-text table of a :func:`summarize` result, for logs and the console."""
     total = max(summary.get("num_problems", 0) * summary.get("num_samples", 0), 1)
     lines = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -14,23 +13,16 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.integrations import TensorBoardCallback
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTTrainer, get_peft_config
 
-from mathsft.callbacks import (
-    NUM_TOKENS_KEY,
-    GracefulInterruptCallback,
-    PerfCallback,
-    TokenCounter,
-    device_name,
-    library_versions,
-    loss_curves,
-    write_json_atomic,
-)
+from mathsft import artifacts
+from mathsft.callbacks import NUM_TOKENS_KEY, GracefulInterruptCallback, PerfCallback, TokenCounter, loss_curves
 from mathsft.collators import PackedRowsCollator, uses_varlen_flash_attention
-from mathsft.configs import ALL_LINEAR_PROJECTIONS, DataArguments, MathSFTConfig, method_name
+from mathsft.configs import ALL_LINEAR_PROJECTIONS, DataArguments, MathSFTConfig
 from mathsft.data import load_problems, split_train_validation
+from mathsft.environment import device_name, library_versions
 from mathsft.errors import UserError
+from mathsft.methods import Method, method_for
 from mathsft.optimizers import build_optimizer, count_parameters, optimizer_parameter_ids
 from mathsft.paths import looks_like_local_path
 from mathsft.template import build_example
@@ -156,6 +148,7 @@ class MathSFTTrainer(SFTTrainer):
     """SFTTrainer whose optimizer comes from ``mathsft.optimizers`` (AdamW or SGD, no decay on norms/biases)."""
 
     token_counter: TokenCounter | None = None
+    method: Method | None = None  # set by build_trainer; else derived from the model (a PEFT model is LoRA)
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
         num_tokens = inputs.pop(NUM_TOKENS_KEY, None)
@@ -170,7 +163,8 @@ class MathSFTTrainer(SFTTrainer):
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         opt_model = self.model if model is None else model
         if self.optimizer is None:
-            self.optimizer = build_optimizer(opt_model, self.args)
+            method = self.method or method_for(self.args.optimizer, hasattr(opt_model, "peft_config"))
+            self.optimizer = build_optimizer(opt_model, self.args, method)
             trainable = {id(p) for p in opt_model.parameters() if p.requires_grad}
             # For LoRA this proves the optimizer holds exactly the adapter parameters, nothing of the frozen base.
             if optimizer_parameter_ids(self.optimizer) != trainable:
@@ -202,14 +196,48 @@ def build_trainer(
         trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id, training_args.pad_to_multiple_of)
     token_counter = TokenCounter(trainer.data_collator)
     trainer.data_collator = trainer.token_counter = token_counter
-    log_dir = output_dir / "tensorboard"
-    perf = PerfCallback(log_dir, output_dir / "perf_epochs.jsonl", token_counter)
+    log_dir = output_dir / artifacts.TENSORBOARD_DIR
+    perf = PerfCallback(log_dir, output_dir / artifacts.PERF_EPOCHS, token_counter)
     trainer.add_callback(perf)
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, TensorBoardCallback):  # one log dir per run: train/*, eval/* and perf/* together
             callback.logging_dir = str(log_dir)
     trainer.interrupt_callback = interrupt
+    trainer.method = method_for(training_args.optimizer, model_args.use_peft)
     return trainer, data, perf
+
+
+# Settings every run records, whatever its method; each method adds the hyperparameters it owns (mathsft.methods).
+SHARED_HYPERPARAMETERS = (
+    "lr_scheduler_type", "warmup_steps", "max_grad_norm", "num_train_epochs", "max_steps",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "bf16", "fp16",
+    "activation_checkpointing", "packing", "padding_free", "seed",
+)  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    """Enums (``SchedulerType.COSINE``) as their plain value, so the summary says ``cosine``."""
+    return getattr(value, "value", value)
+
+
+def run_hyperparameters(training_args: MathSFTConfig, model_args: ModelConfig, method: Method) -> dict[str, Any]:
+    """The resolved hyperparameters of a run: the shared settings plus the ones its method owns."""
+    sources = (training_args, model_args)
+    owned = {key: _plain(getattr(next(s for s in sources if hasattr(s, key)), key)) for key in method.owned_keys()}
+    world_size = training_args.world_size
+    return {
+        "model_name_or_path": model_args.model_name_or_path,
+        "dtype": model_args.dtype or "float32",
+        "method": method.name,
+        "optimizer": training_args.optimizer,
+        **owned,
+        **{key: _plain(getattr(training_args, key)) for key in SHARED_HYPERPARAMETERS},
+        "world_size": world_size,
+        "effective_batch_size": training_args.per_device_train_batch_size
+        * training_args.gradient_accumulation_steps
+        * world_size,
+        "use_peft": bool(model_args.use_peft),
+    }
 
 
 def build_run_summary(
@@ -221,47 +249,13 @@ def build_run_summary(
     model_args: ModelConfig,
     total_time_s: float,
     interrupted: bool,
-) -> dict[str, Any]:
+) -> artifacts.RunSummary:
     trainable, total = count_parameters(trainer.model)
     train_loss, eval_loss = loss_curves(trainer.state.log_history)
-    hyperparameters = {
-        "model_name_or_path": model_args.model_name_or_path,
-        "dtype": model_args.dtype or "float32",
-        "optimizer": training_args.optimizer,
-        "learning_rate": training_args.learning_rate,
-        "weight_decay": training_args.weight_decay,
-        "adam_betas": [training_args.adam_beta1, training_args.adam_beta2],
-        "adam_epsilon": training_args.adam_epsilon,
-        "sgd_momentum": training_args.sgd_momentum,
-        "sgd_nesterov": training_args.sgd_nesterov,
-        "sgd_dampening": training_args.sgd_dampening,
-        "lr_scheduler_type": str(training_args.lr_scheduler_type),
-        "warmup_steps": training_args.warmup_steps,
-        "num_train_epochs": training_args.num_train_epochs,
-        "per_device_train_batch_size": training_args.per_device_train_batch_size,
-        "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
-        "world_size": training_args.world_size,
-        "effective_batch_size": training_args.per_device_train_batch_size
-        * training_args.gradient_accumulation_steps
-        * training_args.world_size,
-        "max_length": training_args.max_length,
-        "bf16": training_args.bf16,
-        "fp16": training_args.fp16,
-        "activation_checkpointing": training_args.activation_checkpointing,
-        "packing": training_args.packing,
-        "padding_free": training_args.padding_free,
-        "seed": training_args.seed,
-        "use_peft": model_args.use_peft,
-    }
-    if model_args.use_peft:
-        hyperparameters |= {
-            "lora_r": model_args.lora_r,
-            "lora_alpha": model_args.lora_alpha,
-            "lora_dropout": model_args.lora_dropout,
-            "lora_target_modules": model_args.lora_target_modules,
-        }
+    method = method_for(training_args.optimizer, model_args.use_peft)
+    hyperparameters = run_hyperparameters(training_args, model_args, method)
     return {
-        "method": method_name(training_args, model_args),
+        "method": method.name,
         "hyperparameters": hyperparameters,
         "data": dataclasses.asdict(data_args) | {"num_train": len(data.train), "num_validation": len(data.validation)},
         "trainable_params": trainable,
@@ -284,11 +278,13 @@ def build_run_summary(
 
 
 def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
-    """``true`` means the latest checkpoint in ``output_dir``; a path must exist; ``false``/unset starts afresh."""
+    """``true`` means the latest complete checkpoint in ``output_dir``; a path must exist; ``false``/unset starts
+    afresh."""
     if resume_from_checkpoint is None or str(resume_from_checkpoint).lower() in ("", "false", "no", "none"):
         return None
     if str(resume_from_checkpoint).lower() in ("true", "yes", "last", "latest"):
-        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        found = artifacts.last_complete_checkpoint(output_dir)
+        last = str(found) if found else None
         if last is None:
             raise UserError(f"no checkpoint to resume from in {output_dir}")
         return last
@@ -306,10 +302,10 @@ def run_training(data_args: DataArguments, training_args: MathSFTConfig, model_a
     trainable, total = count_parameters(trainer.model)
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "validation_ids.json").write_text(json.dumps(data.validation_ids) + "\n")
+        artifacts.write_json_atomic(output_dir / artifacts.VALIDATION_IDS, data.validation_ids)
     logger.info(
         "method=%s trainable params: %s / %s (%.2f%%)",
-        method_name(training_args, model_args),
+        trainer.method.name if trainer.method else "?",
         f"{trainable:,}",
         f"{total:,}",
         100.0 * trainable / total,
@@ -322,7 +318,7 @@ def run_training(data_args: DataArguments, training_args: MathSFTConfig, model_a
     )
     if trainer.is_world_process_zero():
         trainer.save_state()
-        write_json_atomic(output_dir / "run_summary.json", summary)
+        artifacts.write_json_atomic(output_dir / artifacts.RUN_SUMMARY, summary)
         if interrupted:
             logger.warning("interrupted: resume with --resume_from_checkpoint true (same --output_dir)")
     return summary

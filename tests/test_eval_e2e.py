@@ -109,7 +109,7 @@ def test_other_settings_are_refused_then_overwritten(greedy_run, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {output} holds a run with other settings (max_new_tokens: 16 -> 8); "
-        "use a new --output or pass --overwrite to start over"
+        "use a new --output or pass --overwrite true to start over"
     ]
     _ok(run_cli(*BASE, "--limit", "6", "--max_new_tokens", "8", "--output", str(output), "--overwrite"))
     assert len(_rows(output)) == 6 and all(row["num_tokens"] <= 8 for row in _rows(output))

@@ -9,7 +9,9 @@ from transformers import AutoModelForCausalLM
 
 from conftest import SMOKE_MODEL
 from mathsft.configs import ALL_LINEAR_PROJECTIONS, MathSFTConfig
-from mathsft.optimizers import OPTIMIZERS, build_optimizer, count_parameters, optimizer_parameter_ids
+from mathsft.errors import UserError
+from mathsft.methods import METHODS, method_for
+from mathsft.optimizers import build_optimizer, count_parameters, optimizer_parameter_ids
 
 
 def _args(tmp_path, **overrides) -> MathSFTConfig:
@@ -31,7 +33,7 @@ def test_adamw_class_and_hyperparameters(tmp_path, model):
         adam_beta2=0.9,
         adam_epsilon=1e-6,
     )
-    optimizer = build_optimizer(model, args)
+    optimizer = build_optimizer(model, args, method_for(args.optimizer, False))
     assert type(optimizer) is torch.optim.AdamW
     for group in optimizer.param_groups:
         assert group["lr"] == 3e-5
@@ -43,14 +45,14 @@ def test_adamw_class_and_hyperparameters(tmp_path, model):
 
 def test_sgd_class_and_hyperparameters(tmp_path, model):
     args = _args(tmp_path, optimizer="sgd", learning_rate=0.05, sgd_momentum=0.8, sgd_nesterov=True, sgd_dampening=0.0)
-    optimizer = build_optimizer(model, args)
+    optimizer = build_optimizer(model, args, method_for(args.optimizer, False))
     assert type(optimizer) is torch.optim.SGD
     for group in optimizer.param_groups:
         assert (group["lr"], group["momentum"], group["nesterov"], group["dampening"]) == (0.05, 0.8, True, 0.0)
 
 
 def test_no_decay_groups_hold_exactly_norms_and_biases(tmp_path, model):
-    optimizer = build_optimizer(model, _args(tmp_path, weight_decay=0.01))
+    optimizer = build_optimizer(model, _args(tmp_path, weight_decay=0.01), METHODS['adamw'])
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = sorted(names[id(p)] for p in optimizer.param_groups[0]["params"])
     not_decayed = sorted(names[id(p)] for p in optimizer.param_groups[1]["params"])
@@ -66,7 +68,7 @@ def test_lora_only_adapters_trainable_and_in_optimizer(tmp_path, model):
     peft_model = get_peft_model(
         model, LoraConfig(r=4, lora_alpha=8, target_modules=ALL_LINEAR_PROJECTIONS, task_type="CAUSAL_LM")
     )
-    optimizer = build_optimizer(peft_model, _args(tmp_path))
+    optimizer = build_optimizer(peft_model, _args(tmp_path), METHODS['lora'])
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     held = optimizer_parameter_ids(optimizer)
@@ -77,10 +79,13 @@ def test_lora_only_adapters_trainable_and_in_optimizer(tmp_path, model):
     assert n_trainable == sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
 
 
-def test_unknown_optimizer_lists_valid_names(tmp_path, model):
-    with pytest.raises(ValueError, match="unknown optimizer 'lion'; valid optimizers are: adamw, sgd"):
-        build_optimizer(model, _args(tmp_path, optimizer="lion"))
-    assert sorted(OPTIMIZERS) == ["adamw", "sgd"]
+def test_unknown_optimizer_lists_valid_names():
+    with pytest.raises(UserError, match="unknown optimizer 'lion'; valid optimizers are: adamw, sgd"):
+        method_for("lion", False)
+    with pytest.raises(UserError, match="no method trains optimizer 'sgd' with use_peft true"):
+        method_for("sgd", True)
+    assert list(METHODS) == ["adamw", "sgd", "lora"]
+    assert method_for("adamw", True).name == "lora"
 
 
 def test_trainer_uses_the_factory(tmp_path, model):

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 import make_report
-from mathsft.report import collect, format_lr, select_best, write_report
+from mathsft.artifacts import format_lr, select_best
+from mathsft.report import write_report
+from mathsft.results import collect
 
 GIB_EPOCHS_CUDA = [
     {"epoch": 1.0, "global_step": 10, "wall_time_s": 600.0, "tokens": 1_200_000, "tokens_per_s": 2000.0,

@@ -18,7 +18,7 @@ from mathsft.study import describe_changes, overrides_to_args
 # every stage: 4 trainings (two SGD learning rates), base + 3 evaluations, the report.
 SHORTEN = [
     "--train_overrides", json.dumps({"max_train_samples": 64, "max_eval_samples": 16, "logging_steps": 1}),
-    "--eval_limit", "8",
+    "--evaluation", json.dumps({"limit": 8}),
 ]  # fmt: skip
 RUNS = ["adamw-lr3e-3", "sgd-lr0.1", "sgd-lr0.3", "lora-lr0.01"]
 
@@ -100,7 +100,7 @@ def test_smoke_study_end_to_end_then_skips(tmp_path: Path) -> None:
     assert _summaries(study) == before
 
     # A changed setting is refused in one line, naming the change, before anything runs.
-    changed = _study(tmp_path, "--eval_max_new_tokens", "40")
+    changed = _study(tmp_path, "--evaluation", json.dumps({"limit": 8, "max_new_tokens": 40}))
     assert changed.returncode == 2 and "Traceback" not in changed.stderr
     err = changed.stderr.strip().splitlines()
     assert len(err) == 1 and "--max_new_tokens 48 -> 40" in err[0] and "--overwrite true" in err[0], err
@@ -121,26 +121,32 @@ def _fails_with(capsys, argv: list[str], message: str) -> None:
 
 def test_config_errors_are_one_line(capsys, tmp_path: Path) -> None:
     unknown = tmp_path / "unknown.yaml"
-    unknown.write_text(Path(REPO / "studies/smoke.yaml").read_text() + "sgd_learning_rate: [0.1]\n")
-    _fails_with(capsys, ["--config", str(unknown)], "unknown study key 'sgd_learning_rate' in")
+    unknown.write_text(Path(REPO / "studies/smoke.yaml").read_text() + "sgd_learning_rates: [0.1]\n")
+    _fails_with(capsys, ["--config", str(unknown)], "unknown study key 'sgd_learning_rates' in")
     _fails_with(capsys, ["--config", str(tmp_path / "nope.yaml")], "study config not found")
     smoke = ["--config", "studies/smoke.yaml", "--study_dir", str(tmp_path / "s"), "--dry_run", "true"]
     _fails_with(
-        capsys, [*smoke, "--sgd_recipe", "recipes/smoke/nope.yaml"], "recipe not found: recipes/smoke/nope.yaml"
+        capsys, [*smoke, "--recipes", '{"sgd": "recipes/smoke/nope.yaml"}'], "recipe not found: recipes/smoke/nope.yaml"
     )
-    _fails_with(capsys, [*smoke, "--sgd_recipe", "recipes/smoke/adamw.yaml"], "trains adamw, not sgd")
-    _fails_with(capsys, [*smoke, "--methods", "adamw", "rmsprop"], "methods must be a non-empty subset")
-    _fails_with(capsys, [*smoke, "--train_overrides", '{"max_step": 3}'], "unknown train_sft.py option 'max_step'")
+    _fails_with(capsys, [*smoke, "--recipes", '{"sgd": "recipes/smoke/adamw.yaml"}'], "trains adamw, not sgd")
+    _fails_with(capsys, [*smoke, "--methods", "adamw", "rmsprop"], "unknown method 'rmsprop'")
+    rates = [*smoke, "--learning_rates", '{"adamm": [0.1]}']
+    _fails_with(capsys, rates, "unknown method key 'adamm' in learning_rates (did you mean 'adamw'?)")
+    settings = [*smoke, "--evaluation", '{"max_new_token": 4}']
+    _fails_with(capsys, settings, "unknown run_eval.py option key 'max_new_token' in the study's evaluation settings")
+    overrides = [*smoke, "--train_overrides", '{"max_step": 3}']
+    _fails_with(capsys, overrides, "unknown train_sft.py option key 'max_step' in train_overrides (did you mean")
     _fails_with(capsys, [*smoke, "--train_overrides", '{"output_dir": "x"}'], "may not set 'output_dir'")
-    _fails_with(capsys, [*smoke, "--sgd_learning_rates", "0.1", "-1"], "values must be > 0")
+    _fails_with(capsys, [*smoke, "--learning_rates", '{"sgd": [0.1, -1]}'], "values must be finite and > 0")
     _fails_with(capsys, [*smoke, "--launcher", "accelerate"], "needs accelerate_config")
-    _fails_with(capsys, [*smoke, "--eval_num_samples", "4"], "greedy decoding")
+    _fails_with(capsys, [*smoke, "--evaluation", '{"num_samples": 4}'], "greedy decoding")
 
 
 def test_missing_recipe_from_the_command_line_has_no_traceback(tmp_path: Path) -> None:
     result = run_cli(
-        "run_study.py", "--config", "studies/smoke.yaml", "--study_dir", str(tmp_path), "--lora_recipe", "nope.yaml"
-    )
+        "run_study.py", "--config", "studies/smoke.yaml", "--study_dir", str(tmp_path),
+        "--recipes", '{"lora": "nope.yaml"}',
+    )  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == ["error: recipe not found: nope.yaml"]
 

@@ -1,0 +1,384 @@
+"""Run artifacts: the one home of every result file's name, schema, atomic writing, tolerant reading, and the rule
+that picks a method's best run.
+
+Training (``run_summary.json``), evaluation (``summary.json``, ``generations.jsonl``), the study (``stage_config.json``)
+and the report all write and read through this module, so a file name or a key is spelled in one place and a crash
+never leaves a half-written result:
+
+- JSON, text and figures go to a temporary file in the same folder and are renamed into place (``os.replace`` is
+  atomic on POSIX), so a reader sees the old file or the new one, never a mix;
+- JSONL results are appended one flushed, fsync'd write per batch, and a torn last line is cut off on resume.
+
+The summaries' schemas are ``TypedDict``s: the writers build them, the readers and the report index them, and mypy
+rejects a key that the schema lacks, so a renamed key fails the type check instead of printing "—".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypedDict, cast, get_args, get_origin, get_type_hints
+
+from mathsft.errors import UserError
+
+# ---- file names --------------------------------------------------------------------------------------------------
+
+# A training run's output_dir
+RUN_SUMMARY = "run_summary.json"
+VALIDATION_IDS = "validation_ids.json"
+PERF_EPOCHS = "perf_epochs.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+TRAINER_STATE = "trainer_state.json"
+CHECKPOINT_PREFIX = "checkpoint-"
+# An evaluation's output folder
+EVAL_CONFIG = "eval_config.json"
+GENERATIONS = "generations.jsonl"
+EVAL_SUMMARY = "summary.json"
+# A study folder and each of its stage folders
+STUDY_CONFIG = "study_config.json"
+STAGE_CONFIG = "stage_config.json"
+STAGE_LOG = "stage.log"
+STUDY_TRAIN_DIR = "train"
+STUDY_EVAL_DIR = "eval"
+BASE_EVAL = "base"
+# The report folder
+REPORT_MD = "report.md"
+RESOURCES_MD = "resources.md"
+ACCURACY_MD = "accuracy.md"
+FIGURES_JSON = "figures.json"
+LOSS_TRAIN_PNG = "loss_train.png"
+LOSS_VAL_PNG = "loss_val.png"
+
+
+# ---- schemas -----------------------------------------------------------------------------------------------------
+
+
+class EpochRecord(TypedDict, total=False):
+    """One epoch of ``run_summary.json["epochs"]`` (also a line of ``perf_epochs.jsonl``)."""
+
+    epoch: float
+    complete: bool
+    resumed_mid_epoch: bool
+    global_step: int
+    wall_time_s: float
+    tokens: int
+    tokens_per_s: float | None
+    peak_memory_allocated_gib: float | None
+    peak_memory_reserved_gib: float | None
+    peak_rss_gib: float
+
+
+class RunSummary(TypedDict):
+    """``run_summary.json`` of a training run (written by ``mathsft.training``)."""
+
+    method: str
+    hyperparameters: dict[str, Any]
+    data: dict[str, Any]
+    trainable_params: int
+    total_params: int
+    train_loss: list[list[float]]
+    eval_loss: list[list[float]]
+    epochs: list[EpochRecord]
+    memory_kind: str
+    total_time_s: float
+    global_step: int
+    device_name: str
+    num_processes: int
+    versions: dict[str, str]
+    dropped_examples: int
+    dropped_train_examples: int
+    dropped_validation_examples: int
+    interrupted: bool
+    finished_at: str
+
+
+class GroupAccuracy(TypedDict):
+    accuracy: float
+    count: int
+
+
+class Scores(TypedDict):
+    """What ``mathsft.scoring.summarize`` computes from graded rows (pass@k / maj@n keys too, when sampled)."""
+
+    num_problems: int
+    num_samples: int
+    accuracy: float
+    by_subject: dict[str, GroupAccuracy]
+    by_level: dict[str, GroupAccuracy]
+    no_box: int
+    truncated: int
+    grader_timeout: int
+    grader_error: int
+
+
+class EvalSummary(Scores):
+    """``summary.json`` of an evaluation (written by ``mathsft.evaluation``)."""
+
+    model: str
+    adapter: str | None
+    dataset: str
+    split: str
+    generation: dict[str, Any]
+    backend: str
+    dtype: str
+    device: str
+    resumed_rows: int
+    generated_rows: int
+    wall_time_s: float
+    generation_time_s: float
+    generated_tokens: int
+    generated_tokens_per_s: float | None
+
+
+def schema_problems(data: Any, schema: type) -> list[str]:
+    """What keeps ``data`` from matching a ``TypedDict`` schema: missing required keys and wrong top-level types."""
+    if not isinstance(data, Mapping):
+        return [f"expected a JSON object, got {type(data).__name__}"]
+    hints = get_type_hints(schema)
+    required = cast(frozenset, getattr(schema, "__required_keys__", frozenset(hints)))
+    problems = [f"missing key '{key}'" for key in sorted(required) if key not in data]
+    for key, value in data.items():
+        if key in hints and not _matches(value, hints[key]):
+            problems.append(f"'{key}' is {type(value).__name__}, expected {hints[key]}")
+    return problems
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """A shallow type check of a JSON value against a type hint (containers by their outer type)."""
+    origin = get_origin(hint)
+    if hint is Any:
+        return True
+    if origin is None and hint is type(None):
+        return value is None
+    if origin is not None and origin not in (list, dict):  # a union such as float | None
+        return any(_matches(value, option) for option in get_args(hint))
+    if origin in (list, dict):
+        return isinstance(value, origin)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type) and hasattr(hint, "__required_keys__"):  # a nested TypedDict
+        return isinstance(value, dict)
+    return isinstance(value, hint)
+
+
+# ---- reading -----------------------------------------------------------------------------------------------------
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A JSON object from a file, or None when it is missing, unreadable or not an object (a crash mid-write)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_run_summary(run_dir: str | os.PathLike) -> RunSummary | None:
+    """A run's ``run_summary.json`` (None when missing or unreadable)."""
+    return cast(RunSummary | None, read_json(Path(run_dir) / RUN_SUMMARY))
+
+
+def read_eval_summary(eval_dir: str | os.PathLike) -> EvalSummary | None:
+    """An evaluation's ``summary.json`` (None when missing or unreadable)."""
+    return cast(EvalSummary | None, read_json(Path(eval_dir) / EVAL_SUMMARY))
+
+
+def read_jsonl_rows(path: Path, repair: bool = False) -> list[dict[str, Any]]:
+    """Rows of a JSONL file. With ``repair``, a half-written last line (a crash mid-write) is cut off the file."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1  # everything after the last newline is an incomplete line
+    if end < len(data):
+        if not repair:
+            raise UserError(f"{path} ends with an incomplete line")
+        with open(path, "r+b") as f:
+            f.truncate(end)
+            f.flush()
+            os.fsync(f.fileno())
+        data = data[:end]
+    rows = []
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise UserError(
+                f"{path} line {number} is not valid JSON ({err.msg}); use --overwrite to start over"
+            ) from err
+    return rows
+
+
+# ---- atomic writing ----------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on failure removed."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a text file through a temporary file and a rename, fsync'd so a power loss keeps old or new."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """Write JSON (indented, UTF-8) atomically."""
+    write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+def save_atomic(path: str | os.PathLike, save: Callable[[Path], None]) -> None:
+    """Let ``save`` write a temporary file (e.g. ``figure.savefig``), then rename it into place."""
+    with atomic_path(path) as tmp:
+        save(tmp)
+
+
+class JsonlAppender:
+    """Append rows to a JSONL file; each ``write`` is one flushed and fsync'd write call."""
+
+    def __init__(self, path: Path) -> None:
+        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        # One write call per batch: a crash leaves at most one partial line, which resume cuts off.
+        self._file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---- checkpoints -------------------------------------------------------------------------------------------------
+
+
+def checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Every ``checkpoint-N`` folder of a run, oldest first."""
+    found = []
+    for path in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*"):
+        suffix = path.name.removeprefix(CHECKPOINT_PREFIX)
+        if path.is_dir() and suffix.isdigit():
+            found.append((int(suffix), path))
+    return sorted(found)
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest complete ``checkpoint-N`` (the trainer writes ``trainer_state.json`` last)."""
+    complete = [path for _, path in checkpoints(output_dir) if (path / TRAINER_STATE).is_file()]
+    return complete[-1] if complete else None
+
+
+# ---- run names ---------------------------------------------------------------------------------------------------
+
+
+def format_lr(lr: float) -> str:
+    """Short, exact learning-rate text for run names and tables: 0.3, 0.05, 3e-3, 1.5e-5."""
+    if lr >= 1e-2:
+        return f"{lr:g}"
+    mantissa, exponent = f"{lr:.6e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def run_name(method: str, learning_rate: float, lora_r: int | None = None) -> str:
+    """A study's training-run folder name: ``sgd-lr0.1``, ``lora-lr2e-4-r8``."""
+    name = f"{method}-lr{format_lr(learning_rate)}"
+    return f"{name}-r{lora_r}" if lora_r is not None else name
+
+
+# ---- the best run ------------------------------------------------------------------------------------------------
+
+BEST_RULE = (
+    "For each method, the best run is the one with the lowest *final* validation loss (the last `eval_loss` entry "
+    "of its `run_summary.json`, measured at the end of training). Interrupted runs and runs whose final validation "
+    "loss is missing or not finite (diverged) are not eligible; ties go to the smaller learning rate. Only the best "
+    "run of each method is evaluated on the benchmark."
+)
+
+
+def final_val_loss(summary: RunSummary | None) -> float | None:
+    """The last validation loss of a run summary, or None when missing or not finite."""
+    if not summary or not summary.get("eval_loss"):
+        return None
+    value = float(summary["eval_loss"][-1][1])
+    return value if math.isfinite(value) else None
+
+
+def select_best(candidates: Sequence[tuple[str, RunSummary | None]]) -> str | None:
+    """Name of the best run among ``(name, run_summary)`` pairs (see ``BEST_RULE``), None if none is eligible."""
+    eligible = []
+    for name, summary in candidates:
+        loss = final_val_loss(summary)
+        if summary is None or summary.get("interrupted") or loss is None:
+            continue
+        hyper = summary.get("hyperparameters", {})
+        eligible.append((loss, hyper.get("learning_rate") or 0.0, hyper.get("lora_r") or 0, name))
+    return min(eligible)[3] if eligible else None
+
+
+# ---- records of runs and evaluations, as the study and the report see them ---------------------------------------
+
+
+@dataclass
+class TrainRecord:
+    """A training run folder; ``summary`` is its run_summary.json (None when missing)."""
+
+    name: str
+    path: Path
+    summary: RunSummary | None
+    method: str | None
+    group: str = ""
+    stage: dict[str, Any] | None = None  # the study's stage_config.json: the grid point of an unfinished run
+
+    @property
+    def hyper(self) -> dict[str, Any]:
+        return self.summary["hyperparameters"] if self.summary and "hyperparameters" in self.summary else {}
+
+    @property
+    def learning_rate(self) -> float | None:
+        return self.hyper.get("learning_rate", (self.stage or {}).get("learning_rate"))
+
+    @property
+    def lora_r(self) -> int | None:
+        return self.hyper.get("lora_r", (self.stage or {}).get("lora_r"))
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.summary and self.summary.get("interrupted"))
+
+
+@dataclass
+class EvalRecord:
+    """An evaluation folder; ``label`` is ``base``, a method, or the folder name; ``run`` the scored run."""
+
+    label: str
+    path: Path
+    summary: EvalSummary | None
+    run: str | None
+    group: str = ""

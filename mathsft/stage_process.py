@@ -1,0 +1,88 @@
+"""Running one study stage as a subprocess: its output appended to a log (and echoed on request), Ctrl-C and
+SIGTERM passed on so the stage stops cleanly, and a failure reported with the log's last lines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mathsft.errors import UserError
+
+LOG_TAIL_LINES = 15
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_bytes()[-20000:].decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    # Progress bars rewrite one line with \r: keep the last state of each.
+    kept = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+    return "\n".join(line for line in kept[-lines:])
+
+
+def run_logged(command: list[str], log_path: Path, display: list[str], echo: bool = False) -> None:
+    """Run ``command``, appending its stdout and stderr to ``log_path`` (and the console with ``echo``).
+
+    On Ctrl-C the child gets the same SIGINT (same process group): training saves a checkpoint, evaluation keeps
+    its finished batches; we wait for it to stop, then re-raise. A SIGTERM to the study (a scheduler preempting the
+    job) is passed on to the child as SIGINT, for the same clean stop. A failure prints the log's tail and raises.
+    """
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    terminated = False
+    with open(log_path, "ab") as log:
+        log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(display)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        assert process.stdout is not None
+
+        def pump() -> None:
+            for chunk in iter(lambda: process.stdout.read1(65536), b""):
+                log.write(chunk)
+                log.flush()
+                if echo:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.buffer.flush()
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            nonlocal terminated
+            terminated = True
+            process.send_signal(signal.SIGINT)
+
+        try:
+            previous = signal.signal(signal.SIGTERM, on_sigterm)
+        except ValueError:  # not the main thread
+            previous = None
+        try:
+            pump()
+            code = process.wait()
+        except KeyboardInterrupt:
+            print("\ninterrupted: letting the stage stop cleanly (Ctrl-C again to kill it)", file=sys.stderr)
+            try:
+                pump()
+                process.wait()
+            except KeyboardInterrupt:
+                process.kill()
+            print("rerun the same command to resume the study", file=sys.stderr)
+            raise
+        finally:
+            if process.poll() is None:  # an unexpected error here: never leave the child running
+                process.kill()
+                process.wait()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    if terminated:
+        print("terminated: rerun the same command to resume the study", file=sys.stderr)
+        raise KeyboardInterrupt
+    if code != 0:
+        tail = _tail(log_path)
+        if tail:
+            print(f"\n----- last lines of {log_path} -----\n{tail}\n-----", file=sys.stderr)
+        raise UserError(f"'{' '.join(display[:3])} ...' failed with exit code {code}; full log: {log_path}")
+
+
