@@ -69,6 +69,13 @@ class MathSFTConfig(SFTConfig):
     gradient_checkpointing: bool | None = field(
         default=None, metadata={"help": "Deprecated alias of activation_checkpointing."}
     )
+    # Every trainable parameter of these models (full, or LoRA adapters) takes part in each forward pass, so DDP's
+    # search for unused ones is an extra autograd traversal per step for nothing (transformers turns it on whenever
+    # activation checkpointing is off).
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={"help": "DDP: search for parameters unused in the forward pass (only models with such branches)."},
+    )
 
     def __post_init__(self) -> None:
         # fp16 autocast on GPUs without bf16 (T4, V100); master weights stay fp32 either way.

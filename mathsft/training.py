@@ -171,6 +171,33 @@ class MathSFTTrainer(SFTTrainer):
                 raise RuntimeError("the optimizer does not hold exactly the trainable parameters")
         return self.optimizer
 
+    def optimizer_layout(self) -> dict[str, Any]:
+        """What the optimizer steps on, as this rank sees it (call after training has prepared it).
+
+        Under FSDP2 the optimizer is built over full parameters and accelerate then swaps each one for its DTensor
+        shard, so only the prepared optimizer shows whether it holds the model's own sharded parameters.
+        """
+        if self.optimizer is None:
+            return {}
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        sharded = [p for p in params if is_dtensor(p)]
+        trainable = {id(p) for p in self.model.parameters() if p.requires_grad}
+        return {
+            "tensors": len(params),
+            "sharded_tensors": len(sharded),
+            "local_elements": sum(p.to_local().numel() if is_dtensor(p) else p.numel() for p in params),
+            "total_elements": sum(p.numel() for p in params),  # a DTensor's numel is its global size
+            "holds_model_parameters": optimizer_parameter_ids(self.optimizer) == trainable,
+        }
+
+
+def is_dtensor(tensor: torch.Tensor) -> bool:
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
 
 def build_trainer(
     data_args: DataArguments, training_args: MathSFTConfig, model_args: ModelConfig
@@ -312,6 +339,7 @@ def run_training(data_args: DataArguments, training_args: MathSFTConfig, model_a
     )
     trainer.train(resume_from_checkpoint=checkpoint)
     interrupted = trainer.interrupt_callback.interrupted
+    logger.info("optimizer parameters on this rank: %s", json.dumps(trainer.optimizer_layout()))
     trainer.save_model(str(output_dir))
     summary = build_run_summary(
         trainer, data, perf, data_args, training_args, model_args, time.perf_counter() - start, interrupted
