@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.integrations import TensorBoardCallback
 from trl import ModelConfig, SFTTrainer, get_peft_config
 
@@ -83,7 +84,8 @@ def prepare_datasets(
         before = len(conversations)
         if data_args.overlong == "drop":
             lengths = [chat_token_length(tokenizer, ex) for ex in conversations]
-            keep = [i for i, n in enumerate(lengths) if n <= training_args.max_length]
+            max_length = training_args.max_length or 0  # validate_args requires it
+            keep = [i for i, n in enumerate(lengths) if n <= max_length]
             conversations = conversations.select(keep)
         dropped.append(before - len(conversations))
         prepared.append(conversations)
@@ -113,8 +115,21 @@ def prepare_datasets(
     )
 
 
+def model_source(model_args: ModelConfig) -> str:
+    """The model's hub id or path (``validate_args`` has checked that it is set)."""
+    if not model_args.model_name_or_path:
+        raise UserError("model_name_or_path is required (a hub id such as Qwen/Qwen3-0.6B-Base or a local path)")
+    return model_args.model_name_or_path
+
+
+def output_path(training_args: MathSFTConfig) -> Path:
+    if not training_args.output_dir:
+        raise UserError("output_dir is required")
+    return Path(training_args.output_dir)
+
+
 def load_tokenizer(model_args: ModelConfig) -> PreTrainedTokenizerBase:
-    name = model_args.model_name_or_path
+    name = model_source(model_args)
     if looks_like_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
         raise UserError(f"model path not found: {name}")
     try:
@@ -129,13 +144,13 @@ def load_tokenizer(model_args: ModelConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(model_args: ModelConfig) -> torch.nn.Module:
+def load_model(model_args: ModelConfig) -> PreTrainedModel:
     # fp32 master weights by default: pure-bf16 AdamW at lr ~1e-5 rounds most updates away.
     dtype = model_args.dtype or "float32"
     dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     try:
         return AutoModelForCausalLM.from_pretrained(
-            model_args.model_name_or_path,
+            model_source(model_args),
             revision=model_args.model_revision,
             dtype=dtype,
             attn_implementation=model_args.attn_implementation,
@@ -148,6 +163,7 @@ class MathSFTTrainer(SFTTrainer):
     """SFTTrainer whose optimizer comes from ``mathsft.optimizers`` (AdamW or SGD, no decay on norms/biases)."""
 
     token_counter: TokenCounter | None = None
+    interrupt_callback: GracefulInterruptCallback
     method: Method | None = None  # set by build_trainer; else derived from the model (a PEFT model is LoRA)
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -161,10 +177,11 @@ class MathSFTTrainer(SFTTrainer):
         return super().prediction_step(model, inputs, *args, **kwargs)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
-        opt_model = self.model if model is None else model
+        opt_model = cast(torch.nn.Module, self.model if model is None else model)
         if self.optimizer is None:
-            method = self.method or method_for(self.args.optimizer, hasattr(opt_model, "peft_config"))
-            self.optimizer = build_optimizer(opt_model, self.args, method)
+            args = cast(MathSFTConfig, self.args)
+            method = self.method or method_for(args.optimizer, hasattr(opt_model, "peft_config"))
+            self.optimizer = build_optimizer(opt_model, args, method)
             trainable = {id(p) for p in opt_model.parameters() if p.requires_grad}
             # For LoRA this proves the optimizer holds exactly the adapter parameters, nothing of the frozen base.
             if optimizer_parameter_ids(self.optimizer) != trainable:
@@ -181,7 +198,7 @@ class MathSFTTrainer(SFTTrainer):
             return {}
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         sharded = [p for p in params if is_dtensor(p)]
-        trainable = {id(p) for p in self.model.parameters() if p.requires_grad}
+        trainable = {id(p) for p in cast(torch.nn.Module, self.model).parameters() if p.requires_grad}
         return {
             "tensors": len(params),
             "sharded_tensors": len(sharded),
@@ -208,7 +225,7 @@ def build_trainer(
     data = prepare_datasets(data_args, training_args, tokenizer)
     model = load_model(model_args)
 
-    output_dir = Path(training_args.output_dir)
+    output_dir = output_path(training_args)
     interrupt = GracefulInterruptCallback()
     trainer = MathSFTTrainer(
         model=model,
@@ -220,7 +237,7 @@ def build_trainer(
         callbacks=[interrupt],
     )
     if training_args.packing and not uses_varlen_flash_attention(model_args.attn_implementation):
-        trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id, training_args.pad_to_multiple_of)
+        trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id, cast(int | None, training_args.pad_to_multiple_of))
     token_counter = TokenCounter(trainer.data_collator)
     trainer.data_collator = trainer.token_counter = token_counter
     log_dir = output_dir / artifacts.TENSORBOARD_DIR
@@ -277,7 +294,7 @@ def build_run_summary(
     total_time_s: float,
     interrupted: bool,
 ) -> artifacts.RunSummary:
-    trainable, total = count_parameters(trainer.model)
+    trainable, total = count_parameters(cast(torch.nn.Module, trainer.model))
     train_loss, eval_loss = loss_curves(trainer.state.log_history)
     method = method_for(training_args.optimizer, model_args.use_peft)
     hyperparameters = run_hyperparameters(training_args, model_args, method)
@@ -289,7 +306,7 @@ def build_run_summary(
         "total_params": total,
         "train_loss": train_loss,
         "eval_loss": eval_loss,
-        "epochs": perf.epochs,
+        "epochs": cast(list[artifacts.EpochRecord], perf.epochs),
         "memory_kind": perf.memory_kind,
         "total_time_s": round(total_time_s, 3),
         "global_step": trainer.state.global_step,
@@ -320,13 +337,15 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> s
     return resume_from_checkpoint
 
 
-def run_training(data_args: DataArguments, training_args: MathSFTConfig, model_args: ModelConfig) -> dict[str, Any]:
+def run_training(
+    data_args: DataArguments, training_args: MathSFTConfig, model_args: ModelConfig
+) -> artifacts.RunSummary:
     """Train, save the model (or adapter) and write ``run_summary.json``; returns the summary."""
     start = time.perf_counter()
-    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    output_dir = output_path(training_args)
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, str(output_dir))
     trainer, data, perf = build_trainer(data_args, training_args, model_args)
-    output_dir = Path(training_args.output_dir)
-    trainable, total = count_parameters(trainer.model)
+    trainable, total = count_parameters(cast(torch.nn.Module, trainer.model))
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
         artifacts.write_json_atomic(output_dir / artifacts.VALIDATION_IDS, data.validation_ids)
