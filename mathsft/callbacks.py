@@ -188,7 +188,7 @@ class GracefulInterruptCallback(TrainerCallback):
 
     def __init__(self) -> None:
         self.interrupted = False
-        self._previous = None
+        self._previous: Any = None
 
     def _handler(self, signum, frame):
         if self.interrupted:

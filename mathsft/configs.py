@@ -66,7 +66,7 @@ class MathSFTConfig(SFTConfig):
     activation_checkpointing: bool | None = field(
         default=True, metadata={"help": "Recompute activations in the backward pass to save memory."}
     )
-    gradient_checkpointing: bool | None = field(
+    gradient_checkpointing: bool | None = field(  # type: ignore[assignment]  # None: "not set", unlike the base
         default=None, metadata={"help": "Deprecated alias of activation_checkpointing."}
     )
     # Every trainable parameter of these models (full, or LoRA adapters) takes part in each forward pass, so DDP's
@@ -77,11 +77,40 @@ class MathSFTConfig(SFTConfig):
         metadata={"help": "DDP: search for parameters unused in the forward pass (only models with such branches)."},
     )
 
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Start over in an output_dir that holds another run (its old results are removed first)."},
+    )
+    # A NaN loss must stop the run (exit code 3), never be logged as an average of the finite ones.
+    logging_nan_inf_filter: bool = field(default=False, metadata={"help": "Kept off: divergence stops the run."})
+
     def __post_init__(self) -> None:
         # fp16 autocast on GPUs without bf16 (T4, V100); master weights stay fp32 either way.
         if self.bf16 and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
             self.bf16, self.fp16 = False, True
         super().__post_init__()
+
+
+# transformers/TRL fields that this project replaces or does not honour: setting one is an error pointing to ours.
+REPLACED_FIELDS: dict[str, str] = {
+    "optim": "the project builds its own optimizer: set `optimizer` (adamw or sgd) and that method's "
+    "hyperparameters (adam_beta1, sgd_momentum, ...)",
+    "optim_args": "set the method's own hyperparameters instead (adam_beta1, adam_epsilon, sgd_momentum, ...)",
+    "optim_target_modules": "the optimizer trains every trainable parameter; choose LoRA with use_peft",
+    "trust_remote_code": "not supported: models load with transformers' own code (remote code stays off)",
+    "model_init_kwargs": "the project loads the model itself: use dtype and attn_implementation",
+    "load_in_8bit": "quantized training is not part of this pipeline",
+    "load_in_4bit": "quantized training is not part of this pipeline",
+    "bnb_4bit_quant_type": "quantized training is not part of this pipeline",
+    "bnb_4bit_quant_storage": "quantized training is not part of this pipeline",
+    "use_bnb_nested_quant": "quantized training is not part of this pipeline",
+    "dataset_text_field": "the project builds chat examples itself: use problem_column and solution_column",
+    "dataset_kwargs": "the project builds chat examples itself: use problem_column and solution_column",
+    "chat_template_path": "the chat template is the tokenizer's; the prompt format is mathsft/template.py",
+    "assistant_only_loss": "the loss is on the answer already: completion_only_loss (on by default)",
+    "logging_nan_inf_filter": "a non-finite loss stops the run with exit code 3; it is never filtered",
+    "overwrite_output_dir": "use --overwrite true",
+}
 
 
 def validate_args(data_args: DataArguments, training_args: MathSFTConfig, model_args: ModelConfig) -> None:

@@ -174,7 +174,7 @@ def load_model_and_tokenizer(
         model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
     except Exception as err:
         raise _load_error(model_name_or_path, "model", err) from err
-    model.to(torch_device)
+    model.to(torch_device)  # type: ignore[arg-type]  # transformers' stub of .to is narrower than nn.Module's
     if adapter is not None:
         from peft import PeftModel
 

@@ -23,7 +23,8 @@ def is_no_decay(name: str, param: torch.Tensor) -> bool:
 
 def parameter_groups(named_parameters: Iterable[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
     """Split the trainable parameters into a decayed and a non-decayed group (empty groups are left out)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, param in named_parameters:
         if not param.requires_grad:
             continue

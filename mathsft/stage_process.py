@@ -39,10 +39,11 @@ def run_logged(command: list[str], log_path: Path, display: list[str], echo: boo
         log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(display)}\n".encode())
         log.flush()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-        assert process.stdout is not None
+        stdout = process.stdout
+        assert stdout is not None
 
         def pump() -> None:
-            for chunk in iter(lambda: process.stdout.read1(65536), b""):
+            for chunk in iter(lambda: stdout.read1(65536), b""):  # type: ignore[attr-defined]
                 log.write(chunk)
                 log.flush()
                 if echo:
