@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from mathsft.errors import UserError
 
 # ---- file names --------------------------------------------------------------------------------------------------
 
-# A training run's output_dir
+# A training run's output_dir (also run_identity.json and mathsft_checkpoint.json: mathsft.identity, mathsft.run_dir)
 RUN_SUMMARY = "run_summary.json"
 VALIDATION_IDS = "validation_ids.json"
 PERF_EPOCHS = "perf_epochs.jsonl"
@@ -82,8 +83,8 @@ class RunSummary(TypedDict):
     data: dict[str, Any]
     trainable_params: int
     total_params: int
-    train_loss: list[list[float]]
-    eval_loss: list[list[float]]
+    train_loss: list[list[float | None]]  # [step, loss]; null where the loss was not finite
+    eval_loss: list[list[float | None]]
     epochs: list[EpochRecord]
     memory_kind: str
     total_time_s: float
@@ -95,12 +96,16 @@ class RunSummary(TypedDict):
     dropped_train_examples: int
     dropped_validation_examples: int
     interrupted: bool
+    diverged: bool
+    diverged_step: int | None
     finished_at: str
 
 
-class GroupAccuracy(TypedDict):
+class GroupAccuracy(TypedDict, total=False):
     accuracy: float
     count: int
+    accuracy_ci95: list[float]
+    ci_method: str
 
 
 class Scores(TypedDict):
@@ -109,12 +114,15 @@ class Scores(TypedDict):
     num_problems: int
     num_samples: int
     accuracy: float
+    accuracy_ci95: list[float]  # 95% interval over problems: Wilson (one sample each) or bootstrap
+    ci_method: str
     by_subject: dict[str, GroupAccuracy]
     by_level: dict[str, GroupAccuracy]
     no_box: int
     truncated: int
     grader_timeout: int
     grader_error: int
+    grader: dict[str, str]  # the equivalence module and the versions of math-verify, latex2sympy2_extended, sympy
 
 
 class EvalSummary(Scores):
@@ -206,16 +214,51 @@ def read_jsonl_rows(path: Path, repair: bool = False) -> list[dict[str, Any]]:
             os.fsync(f.fileno())
         data = data[:end]
     rows = []
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path} line {number} is not UTF-8 text") from err
         except json.JSONDecodeError as err:
-            raise UserError(
-                f"{path} line {number} is not valid JSON ({err.msg}); use --overwrite to start over"
-            ) from err
+            raise UserError(f"{path} line {number} is not valid JSON ({err.msg})") from err
+        if not isinstance(row, dict):
+            raise UserError(f"{path} line {number} is a JSON {type(row).__name__}, not an object")
+        rows.append(row)
     return rows
+
+
+def jsonl_line(row: dict[str, Any]) -> str:
+    """One JSONL line; text that UTF-8 cannot encode (a lone surrogate) is written as a JSON escape instead."""
+    text = json.dumps(row, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(row, ensure_ascii=True)
+    return text + "\n"
+
+
+# ---- writable outputs --------------------------------------------------------------------------------------------
+
+MIN_FREE_BYTES = 1 << 20
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "output folder") -> None:
+    """Fail in one line, before any work, when ``path`` cannot become a writable folder: a file in the way, no
+    permission, or no space left. Writes nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot create {what} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {what} {path}: permission denied on {existing}")
+    if shutil.disk_usage(existing).free < MIN_FREE_BYTES:
+        raise UserError(f"cannot write {what} {path}: no space left on the device holding {existing}")
 
 
 # ---- atomic writing ----------------------------------------------------------------------------------------------
@@ -262,7 +305,7 @@ class JsonlAppender:
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         # One write call per batch: a crash leaves at most one partial line, which resume cuts off.
-        self._file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        self._file.write("".join(jsonl_line(row) for row in rows))
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -324,10 +367,10 @@ BEST_RULE = (
 
 def final_val_loss(summary: RunSummary | None) -> float | None:
     """The last validation loss of a run summary, or None when missing or not finite."""
-    if not summary or not summary.get("eval_loss"):
+    if not summary or not summary.get("eval_loss") or summary.get("diverged"):
         return None
-    value = float(summary["eval_loss"][-1][1])
-    return value if math.isfinite(value) else None
+    value = summary["eval_loss"][-1][1]
+    return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
 def select_best(candidates: Sequence[tuple[str, RunSummary | None]]) -> str | None:

@@ -7,6 +7,7 @@ User callbacks run after the trainer's TensorBoard callback, so the perf scalars
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import signal
@@ -213,8 +214,65 @@ class GracefulInterruptCallback(TrainerCallback):
             signal.signal(signal.SIGINT, self._previous)
 
 
-def loss_curves(log_history: list[dict[str, Any]]) -> tuple[list[list[float]], list[list[float]]]:
+def loss_curves(log_history: list[dict[str, Any]]) -> tuple[list[list[Any]], list[list[Any]]]:
     """``[step, value]`` lists of training and validation loss from the trainer's log history."""
-    train = [[entry["step"], entry["loss"]] for entry in log_history if "loss" in entry and "step" in entry]
-    val = [[entry["step"], entry["eval_loss"]] for entry in log_history if "eval_loss" in entry and "step" in entry]
+    def finite(value: Any) -> float | None:  # JSON has no NaN: a non-finite loss is recorded as null
+        return float(value) if math.isfinite(float(value)) else None
+
+    train = [[e["step"], finite(e["loss"])] for e in log_history if "loss" in e and "step" in e]
+    val = [[e["step"], finite(e["eval_loss"])] for e in log_history if "eval_loss" in e and "step" in e]
     return train, val
+
+
+class DivergenceGuard(TrainerCallback):
+    """Stops the run at the first optimizer step whose loss (or logged gradient norm) is not finite.
+
+    The trainer reports each micro-batch loss to ``observe`` (no GPU sync there); ``on_step_end`` reads the flag once
+    per optimizer step, agreed over ranks, and then stops without saving, so NaN weights never become a checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self._pending: torch.Tensor | None = None
+        self.step: int | None = None
+        self.what = ""
+
+    def observe(self, loss: torch.Tensor) -> None:
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._pending = bad if self._pending is None else self._pending | bad
+
+    def _stop(self, state: TrainerState, control: TrainerControl, what: str) -> None:
+        if self.step is None:
+            self.step, self.what = state.global_step, what
+        control.should_save = control.should_evaluate = control.should_log = False
+        control.should_training_stop = True
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        pending, self._pending = self._pending, None
+        flag = float(bool(pending)) if pending is not None else 0.0
+        if _max_over_ranks([flag])[0] > 0:
+            self._stop(state, control, "loss")
+        return control
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if self.step is not None:  # no end-of-epoch evaluation or save of a diverged model
+            control.should_save = control.should_evaluate = False
+        return control
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        for key in ("loss", "grad_norm"):
+            value = (logs or {}).get(key)
+            if isinstance(value, float | int) and not math.isfinite(value):
+                self._stop(state, control, key.replace("_", " "))
+        return control
+
+
+class StepZeroEvaluation(TrainerCallback):
+    """Measures the validation loss before the first step, so every method's curve starts at the same point."""
+
+    def __init__(self, evaluate: Any) -> None:
+        self._evaluate = evaluate  # the trainer's evaluate method
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if state.global_step == 0 and args.eval_strategy != "no":
+            self._evaluate()
+        return control

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 from trl import ModelConfig, SFTConfig
@@ -12,6 +15,7 @@ from mathsft.errors import UserError
 from mathsft.methods import method_for
 from mathsft.template import END_OF_TURN
 
+OVERLONG_CHOICES = ("drop", "truncate")
 # LoRA on every linear projection of the Qwen3 blocks (attention and MLP) by default.
 ALL_LINEAR_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -37,7 +41,7 @@ class DataArguments:
         default="drop",
         metadata={
             "help": "What to do with examples longer than max_length: 'drop' them, or 'truncate' them.",
-            "choices": ["drop", "truncate"],
+            "choices": list(OVERLONG_CHOICES),
         },
     )
     max_train_samples: int | None = field(
@@ -113,9 +117,54 @@ REPLACED_FIELDS: dict[str, str] = {
 }
 
 
+def _number(value: Any) -> float | None:
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if is_number and math.isfinite(value) else None
+
+
+def _require(name: str, value: Any, allowed: str, ok: Callable[[float], bool]) -> None:
+    """``name`` must be a finite number within ``allowed`` (said in the error)."""
+    number = _number(value)
+    if number is None or not ok(number):
+        raise UserError(f"{name} must be {allowed}, got {value!r}")
+
+
+def validate_ranges(data_args: DataArguments, training_args: MathSFTConfig, model_args: ModelConfig) -> None:
+    """Every numeric setting within its range, before anything is loaded or written; each failure names the key."""
+    t, d = training_args, data_args
+    _require("learning_rate", t.learning_rate, "a finite number > 0", lambda x: x > 0)
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        _require(name, getattr(t, name), "an integer >= 1", lambda x: x >= 1 and x == int(x))
+    _require("num_train_epochs", t.num_train_epochs, "a finite number >= 0", lambda x: x >= 0)
+    _require("max_steps", t.max_steps, "an integer (-1: use num_train_epochs)", lambda x: x == int(x))
+    if not (t.max_steps > 0 or t.num_train_epochs > 0):
+        raise UserError(f"nothing to train: num_train_epochs ({t.num_train_epochs}) or max_steps ({t.max_steps}) "
+                        "must be > 0")  # fmt: skip
+    _require("weight_decay", t.weight_decay, "a finite number >= 0", lambda x: x >= 0)
+    _require("warmup_steps", t.warmup_steps, "a number >= 0 (a ratio of the steps when < 1)", lambda x: x >= 0)
+    _require("max_grad_norm", t.max_grad_norm, "a finite number >= 0 (0: no clipping)", lambda x: x >= 0)
+    for name in ("adam_beta1", "adam_beta2", "sgd_momentum", "sgd_dampening"):
+        _require(name, getattr(t, name), "in [0, 1)", lambda x: 0 <= x < 1)
+    _require("adam_epsilon", t.adam_epsilon, "a finite number > 0", lambda x: x > 0)
+    _require("max_length", t.max_length, "an integer >= 16", lambda x: x >= 16 and x == int(x))
+    _require("validation_fraction", d.validation_fraction, "in (0, 1)", lambda x: 0 < x < 1)
+    if d.overlong not in OVERLONG_CHOICES:
+        raise UserError(f"overlong must be one of {', '.join(OVERLONG_CHOICES)}, got {d.overlong!r}")
+    for name in ("max_train_samples", "max_eval_samples"):
+        if getattr(d, name) is not None:
+            _require(name, getattr(d, name), "an integer >= 1", lambda x: x >= 1 and x == int(x))
+    if model_args.use_peft:
+        _require("lora_r", model_args.lora_r, "an integer >= 1", lambda x: x >= 1 and x == int(x))
+        _require("lora_alpha", model_args.lora_alpha, "a finite number > 0", lambda x: x > 0)
+        _require("lora_dropout", model_args.lora_dropout, "in [0, 1)", lambda x: 0 <= x < 1)
+
+
 def validate_args(data_args: DataArguments, training_args: MathSFTConfig, model_args: ModelConfig) -> None:
     """Cross-field checks that the parser cannot express; each failure is one clear line."""
     method_for(training_args.optimizer, model_args.use_peft)  # one line naming the valid methods otherwise
+    if training_args.max_length is None:
+        raise UserError("max_length must be set (1024 keeps 98% of MATH train with the Qwen3 tokenizer)")
+    validate_ranges(data_args, training_args, model_args)
     if not model_args.use_peft:
         defaults = ModelConfig()
         changed = [
@@ -129,8 +178,6 @@ def validate_args(data_args: DataArguments, training_args: MathSFTConfig, model_
                 f"{', '.join(changed)} set but use_peft is false: full fine-tuning with {training_args.optimizer} "
                 "has no LoRA; set use_peft: true or remove the LoRA settings"
             )
-    if training_args.max_length is None:
-        raise UserError("max_length must be set (1024 keeps 98% of MATH train with the Qwen3 tokenizer)")
     if model_args.model_name_or_path is None:
         raise UserError("model_name_or_path is required (a hub id such as Qwen/Qwen3-0.6B-Base or a local path)")
 

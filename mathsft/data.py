@@ -26,14 +26,18 @@ def _load_local(path: Path, split: str) -> Dataset:
         raise UserError(f"unsupported data file {path}: use one of {', '.join(DATA_FILE_SUFFIXES)}")
     try:
         return load_dataset(builder, data_files=str(path), split="train")
-    except Exception as err:  # malformed files surface as various datasets/arrow errors
-        raise UserError(f"could not read {path}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
+    except Exception as err:  # malformed or empty files surface as various datasets/arrow errors
+        first_line = (str(err).strip().splitlines() or ["no details"])[0]
+        raise UserError(f"could not read {path}: {type(err).__name__}: {first_line}") from err
 
 
-def load_problems(name_or_path: str, split: str, required_columns: Sequence[str] = ()) -> Dataset:
+def load_problems(
+    name_or_path: str, split: str, required_columns: Sequence[str] = (), text_columns: Sequence[str] | None = None
+) -> Dataset:
     """Load one split from a Hub dataset id, a local folder holding ``<split>.jsonl``, or a single data file.
 
-    Raises ``UserError`` with one clear line for a missing path, an unreachable Hub, or a missing column.
+    Raises ``UserError`` with one clear line for a missing path, an unreachable Hub, a missing column, or a row whose
+    ``text_columns`` (default: the required columns) are not non-empty strings.
     """
     if looks_like_local_path(name_or_path):
         path = Path(name_or_path).expanduser()
@@ -55,7 +59,18 @@ def load_problems(name_or_path: str, split: str, required_columns: Sequence[str]
         raise UserError(f"column '{missing[0]}' not found in {name_or_path} ({split}); columns are: {columns}")
     if len(dataset) == 0:
         raise UserError(f"dataset {name_or_path} ({split}) is empty")
+    check_text_columns(dataset, required_columns if text_columns is None else text_columns, f"{name_or_path} ({split})")
     return dataset
+
+
+def check_text_columns(dataset: Dataset, columns: Sequence[str], source: str) -> None:
+    """Every value of ``columns`` is a non-empty string; else one line naming the file, row and column."""
+    for column in columns:
+        for row, value in enumerate(dataset[column], start=1):
+            if isinstance(value, str) and value.strip():
+                continue
+            what = "null" if value is None else "empty" if isinstance(value, str) else f"a {type(value).__name__}"
+            raise UserError(f"{source} row {row}: '{column}' is {what}; every row needs a non-empty text")
 
 
 def split_train_validation(dataset: Dataset, validation_fraction: float, seed: int) -> tuple[Dataset, Dataset]:

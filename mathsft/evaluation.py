@@ -12,13 +12,13 @@ Outputs under ``--output`` (see ``docs/evaluation.md``):
 from __future__ import annotations
 
 import contextlib
-import json
+import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -27,6 +27,7 @@ from mathsft.artifacts import EVAL_CONFIG, EVAL_SUMMARY, GENERATIONS, EvalSummar
 from mathsft.data import DEFAULT_DATASET, load_problems
 from mathsft.errors import UserError, reject_unknown_keys
 from mathsft.generation import BACKENDS
+from mathsft.identity import exclusive_output, first_difference, normalized
 
 # Test hook: raise KeyboardInterrupt after this many batches were written (simulates Ctrl-C in the e2e tests).
 _INTERRUPT_ENV = "MATHSFT_EVAL_INTERRUPT_AFTER_BATCHES"
@@ -102,25 +103,33 @@ GUARDED_SETTINGS = (
 )  # fmt: skip
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_grader_timeout(value: Any) -> None:
+    if not (_finite(value) and value > 0):
+        raise UserError(f"--grader_timeout must be a finite number of seconds > 0, got {value!r}")
+
+
 def validate_eval_args(args: EvalArguments) -> None:
-    """Checks that argparse cannot express; each failure is one line."""
-    if args.temperature < 0:
-        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
-    if args.num_samples < 1:
-        raise UserError(f"--num_samples must be >= 1, got {args.num_samples}")
+    """Checks that argparse cannot express; each failure is one line naming the option and its range."""
+    if not (_finite(args.temperature) and args.temperature >= 0):
+        raise UserError(f"--temperature must be a finite number >= 0, got {args.temperature!r}")
+    if not (_finite(args.top_p) and 0 < args.top_p <= 1):
+        raise UserError(f"--top_p must be in (0, 1], got {args.top_p!r}")
+    for name in ("num_samples", "max_new_tokens"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("limit", "batch_size", "grader_workers"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.num_samples > 1 and args.temperature == 0:
         raise UserError(
             f"--num_samples {args.num_samples} with greedy decoding (--temperature 0) gives identical samples; "
             "set --temperature (e.g. 0.7) or use --num_samples 1"
         )
-    if not 0 < args.top_p <= 1:
-        raise UserError(f"--top_p must be in (0, 1], got {args.top_p}")
-    if args.max_new_tokens < 1:
-        raise UserError(f"--max_new_tokens must be >= 1, got {args.max_new_tokens}")
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit must be >= 1, got {args.limit}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
+    validate_grader_timeout(args.grader_timeout)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -173,9 +182,14 @@ class EvalRun:
 def eval_settings(args: EvalArguments, dtype: str) -> dict[str, Any]:
     """The contents of ``eval_config.json``: every setting that changes what is generated or how it is graded."""
     from mathsft.grading import grader_identity
+    from mathsft.identity import data_identity, model_identity
 
     settings = {name: getattr(args, name) for name in GUARDED_SETTINGS}
     settings["dtype"] = dtype
+    # By content: other weights under the same path (a retrained run) are another evaluation.
+    settings["model_weights"] = model_identity(args.model)
+    settings["adapter_weights"] = model_identity(args.adapter)
+    settings["data"] = data_identity(args.dataset)
     settings["grader"] = grader_identity()
     settings["grader_timeout"] = args.grader_timeout
     return settings
@@ -188,14 +202,10 @@ def check_or_write_config(output: Path, settings: dict[str, Any]) -> None:
         previous = artifacts.read_json(path)
         if previous is None:
             raise UserError(f"{path} is not a valid JSON object; use a new --output or pass --overwrite true")
-        changed = [
-            f"{key}: {previous.get(key)!r} -> {settings.get(key)!r}"
-            for key in sorted(set(previous) | set(settings))
-            if previous.get(key) != settings.get(key)
-        ]
+        changed = first_difference(previous, normalized(settings))
         if changed:
             raise UserError(
-                f"{output} holds a run with other settings ({'; '.join(changed)}); "
+                f"{output} holds a run with other settings ({changed}); "
                 "use a new --output or pass --overwrite true to start over"
             )
         return
@@ -219,12 +229,16 @@ def prepare_evaluation(args: EvalArguments) -> EvalRun:
     dtype = resolve_dtype(args.dtype, device)
     backend = resolve_backend(args.backend, device)
     disable_progress_bar()  # MATH-500 loads in a second; keep stderr for errors and the generation bar
-    problems = load_problems(args.dataset, args.split, [args.problem_column, args.answer_column])
+    problems = load_problems(args.dataset, args.split, [args.problem_column, args.answer_column], [args.problem_column])
+    for row, answer in enumerate(problems[args.answer_column], start=1):
+        if answer is None or not str(answer).strip():
+            raise UserError(f"{args.dataset} ({args.split}) row {row}: '{args.answer_column}' is empty or null")
     if args.limit is not None:
         problems = problems.select(range(min(args.limit, len(problems))))
     examples = problems.to_list()
 
     output = Path(args.output)
+    artifacts.check_writable_dir(output, "--output folder")
     output.mkdir(parents=True, exist_ok=True)
     if args.overwrite:
         for name in (GENERATIONS, EVAL_CONFIG, EVAL_SUMMARY):
@@ -315,7 +329,11 @@ def generate_and_grade(run: EvalRun) -> GenerationStats:
         with JsonlAppender(run.generations_path) as appender, contextlib.closing(batches):
             # closing() stops the paged backend's thread on Ctrl-C or an error
             for number, finished in enumerate(batches, start=1):
-                rows = [_result_row(run, pid, s, prompts[pid], completion) for (pid, s), completion in finished]
+                keys = [cast(tuple[int, int], key) for key, _ in finished]
+                rows = [
+                    _result_row(run, pid, s, prompts[pid], completion)
+                    for (pid, s), (_, completion) in zip(keys, finished, strict=True)
+                ]
                 stats.tokens += sum(row["num_tokens"] for row in rows)
                 _grade_rows(rows, args.grader_timeout, args.grader_workers)
                 appender.write(rows)
@@ -378,9 +396,12 @@ def summarize_evaluation(run: EvalRun, stats: GenerationStats, wall_time_s: floa
 def run_evaluation(args: EvalArguments) -> EvalSummary:
     """Generate, grade and summarize; resumes from ``<output>/generations.jsonl``. Returns the summary."""
     started = time.perf_counter()
-    run = prepare_evaluation(args)
-    stats = generate_and_grade(run)
-    return summarize_evaluation(run, stats, time.perf_counter() - started)
+    validate_eval_args(args)
+    artifacts.check_writable_dir(args.output, "--output folder")
+    with exclusive_output(Path(args.output), "evaluation"):
+        run = prepare_evaluation(args)
+        stats = generate_and_grade(run)
+        return summarize_evaluation(run, stats, time.perf_counter() - started)
 
 
 def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -395,12 +416,17 @@ def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _summarize(rows: list[dict[str, Any]]) -> artifacts.Scores:
+    """Scores with 95% intervals over problems, and the grader that produced the grades."""
+    from mathsft.grading import grader_identity
     from mathsft.scoring import summarize
+    from mathsft.stats import with_intervals
 
     try:
-        return summarize(rows)
-    except (ValueError, KeyError) as err:
+        scores = with_intervals(summarize(rows), rows)
+    except (ValueError, KeyError, TypeError) as err:
         raise UserError(f"cannot summarize: {err}") from err
+    scores["grader"] = grader_identity()
+    return cast(artifacts.Scores, scores)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -408,28 +434,41 @@ def _summarize(rows: list[dict[str, Any]]) -> artifacts.Scores:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _check_grade_row(row: dict[str, Any], number: int, source: str) -> None:
+    """A row to grade has a text completion, a gold answer and (optionally) scalar ids; else one line."""
+    for key in ("completion", "gold"):
+        if key not in row:
+            raise UserError(f"{source} line {number} has no '{key}' field")
+    if not isinstance(row["completion"], str):
+        raise UserError(f"{source} line {number}: 'completion' must be a string")
+    if row["gold"] is None or isinstance(row["gold"], dict | list):
+        raise UserError(f"{source} line {number}: 'gold' must be a string or a number")
+    row.setdefault("id", number - 1)  # without ids every row is its own problem (one sample each)
+    row.setdefault("sample", 0)
+    for key in ("id", "sample"):
+        if not isinstance(row[key], str | int | float) or isinstance(row[key], bool):
+            raise UserError(f"{source} line {number}: '{key}' must be a string or a number")
+
+
 def run_grading(args: GradeArguments) -> dict[str, Any]:
     """Grade an existing JSONL of completions; writes the scored rows and returns the summary."""
+    validate_grader_timeout(args.grader_timeout)
+    if args.grader_workers is not None and args.grader_workers < 1:
+        raise UserError(f"--grader_workers must be >= 1, got {args.grader_workers}")
     source = Path(args.input)
     if not source.is_file():
         raise UserError(f"input file not found: {args.input}")
+    destination = Path(args.output) if args.output else source.with_name(source.stem + ".scored.jsonl")
+    artifacts.check_writable_dir(destination.parent, "output folder")
     rows = read_jsonl_rows(source)
     if not rows:
         raise UserError(f"{args.input} holds no rows")
     for number, row in enumerate(rows, start=1):
-        for key in ("completion", "gold"):
-            if key not in row:
-                raise UserError(f"{args.input} line {number} has no '{key}' field")
-        # Without ids every row is its own problem (one sample each).
-        row.setdefault("id", number - 1)
-        row.setdefault("sample", 0)
-        if not isinstance(row["completion"], str):
-            raise UserError(f"{args.input} line {number}: 'completion' must be a string")
+        _check_grade_row(row, number, args.input)
     _grade_rows(rows, args.grader_timeout, args.grader_workers)
-    destination = Path(args.output) if args.output else source.with_name(source.stem + ".scored.jsonl")
     destination.parent.mkdir(parents=True, exist_ok=True)
     # Atomic: the output may be the input itself, and a failed write must never lose a row.
-    artifacts.write_text_atomic(destination, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    artifacts.write_text_atomic(destination, "".join(artifacts.jsonl_line(row) for row in rows))
     summary: dict[str, Any] = dict(_summarize(rows))
     summary["input"] = str(source)
     summary["output"] = str(destination)

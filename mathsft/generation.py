@@ -24,7 +24,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Generator, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,7 +254,7 @@ def _generate_hf(
     backend: str,
     batch_size: int,
     progress: bool,
-) -> Iterator[list[tuple[Hashable, Completion]]]:
+) -> Generator[list[tuple[Hashable, Completion]], None, None]:
     generation_config = _generation_config(tokenizer, settings, backend)
     stops = set(stop_token_ids(tokenizer))
     pad_id = tokenizer.pad_token_id
@@ -408,7 +408,7 @@ def _generate_paged(
     batch_size: int | None,
     progress: bool,
     attn_implementation: str | None = None,
-) -> Iterator[list[tuple[Hashable, Completion]]]:
+) -> Generator[list[tuple[Hashable, Completion]], None, None]:
     """Continuous batching through the manager that ``model.generate_batch`` wraps.
 
     ``generate_batch`` returns only when every request is done; driving its manager directly lets finished requests
@@ -481,7 +481,7 @@ def generate(
     batch_size: int | None = None,
     progress: bool = True,
     attn_implementation: str | None = None,
-) -> Iterator[list[tuple[Hashable, Completion]]]:
+) -> Generator[list[tuple[Hashable, Completion]], None, None]:
     """Generate one completion per request; yields ``[(key, Completion), ...]`` groups as they finish.
 
     The order of results is not the order of ``requests``: use the keys. Seeded: with the ``hf``/``static``

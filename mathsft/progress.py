@@ -42,6 +42,10 @@ class Progress:
         end = "\n" if self.stream else ""
         print(f"{self._prefix()} {description} (log: {log}) ...", end=end, flush=True)
 
+    def line_end(self, status: str) -> None:
+        """End the running stage's line with ``status`` (a stage that ended without failing the study)."""
+        print(f" {status}" if not self.stream else f"[{self.index}/{self.total}] ... {status}", flush=True)
+
     def fail(self) -> None:
         print(" failed" if not self.stream else f"[{self.index}/{self.total}] ... failed", flush=True)
 

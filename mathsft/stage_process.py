@@ -16,6 +16,14 @@ from mathsft.errors import UserError
 LOG_TAIL_LINES = 15
 
 
+class StageFailed(UserError):
+    """A stage's process exited with an error; ``code`` is its exit code (3: the training diverged)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = path.read_bytes()[-20000:].decode("utf-8", errors="replace")
@@ -84,6 +92,6 @@ def run_logged(command: list[str], log_path: Path, display: list[str], echo: boo
         tail = _tail(log_path)
         if tail:
             print(f"\n----- last lines of {log_path} -----\n{tail}\n-----", file=sys.stderr)
-        raise UserError(f"'{' '.join(display[:3])} ...' failed with exit code {code}; full log: {log_path}")
+        raise StageFailed(f"'{' '.join(display[:3])} ...' failed with exit code {code}; full log: {log_path}", code)
 
 

@@ -26,9 +26,10 @@ from typing import Any
 
 from mathsft import artifacts
 from mathsft.artifacts import EVAL_SUMMARY, GENERATIONS, RUN_SUMMARY, STAGE_CONFIG, STAGE_LOG, STUDY_CONFIG, read_json
-from mathsft.errors import UserError
+from mathsft.errors import EXIT_DIVERGED, UserError
+from mathsft.identity import exclusive_output
 from mathsft.progress import Progress, plural
-from mathsft.stage_process import run_logged
+from mathsft.stage_process import StageFailed, run_logged
 from mathsft.study_config import StudyConfig, load_recipes, parse_study_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -202,31 +203,48 @@ class Study:
             f"(base, {', '.join(c.methods)}); logs: <stage dir>/{STAGE_LOG}",
             flush=True,
         )
-        if not c.dry_run:
-            self.study_dir.mkdir(parents=True, exist_ok=True)
-            plan = asdict(c) | {"runs": [r.name for r in self.runs]}
-            artifacts.write_json_atomic(self.study_dir / STUDY_CONFIG, plan)
-
-        self._run_stage(self.eval_stage(artifacts.BASE_EVAL, None), progress)
-        for stage in train_stages:
-            self._run_stage(stage, progress)
+        base_stage = self.eval_stage(artifacts.BASE_EVAL, None)
+        self._refuse_changed([base_stage, *train_stages])  # before anything is written
         if c.dry_run:
+            for stage in [base_stage, *train_stages]:
+                self._run_stage(stage, progress)
             for method in c.methods:
                 progress.line(f"eval {method}", "after training: the best of its runs (lowest final val loss)")
             return None
-        self._evaluate_best_runs(progress)
+        artifacts.check_writable_dir(self.study_dir, "study_dir")
+        with exclusive_output(self.study_dir, "study"):
+            plan = asdict(c) | {"runs": [r.name for r in self.runs]}
+            artifacts.write_json_atomic(self.study_dir / STUDY_CONFIG, plan)
+            for stage in [base_stage, *train_stages]:
+                self._run_stage(stage, progress)
+            self._evaluate_best_runs(progress)
 
-        from mathsft.report import write_report
+            from mathsft.report import write_report
 
-        report = write_report([self.study_dir], c.report_path, log_scale=c.log_scale)
+            report = write_report([self.study_dir], c.report_path, log_scale=c.log_scale)
         print(f"report: {report}", flush=True)
         return report
+
+    def _refuse_changed(self, stages: list[Stage]) -> None:
+        """A stage with results from other settings is refused (one line) unless --overwrite, before any write."""
+        if self.config.overwrite:
+            return
+        for stage in stages:
+            status, detail = self._status(stage)
+            if status == "changed":
+                raise UserError(
+                    f"{stage.directory} was run with other settings ({detail}); "
+                    "pass --overwrite true to redo that stage, or use another --study_dir"
+                )
 
     def _evaluate_best_runs(self, progress: Progress) -> None:
         train_dir = self.study_dir / artifacts.STUDY_TRAIN_DIR
         summaries = {run.name: artifacts.read_run_summary(train_dir / run.name) for run in self.runs}
         for method in self.config.methods:
             candidates = [(run.name, summaries[run.name]) for run in self.runs if run.method == method]
+            diverged = [name for name, summary in candidates if summary and summary.get("diverged")]
+            if diverged:
+                print(f"      {method}: {', '.join(diverged)} diverged; left out of the best-run pick", flush=True)
             best = artifacts.select_best(candidates)
             if best is None:
                 progress.line(f"eval {method}", "skipped: no run finished with a finite validation loss")
@@ -241,6 +259,8 @@ class Study:
         directory = stage.directory
         if not directory.is_dir() or not any(directory.iterdir()):
             return "todo", None
+        if not _has_results(stage):
+            return "todo", None  # a stage that failed before writing any result simply runs again
         recorded = read_json(directory / STAGE_CONFIG)
         if recorded is None:
             return "changed", f"{directory} exists but has no {STAGE_CONFIG}"
@@ -249,19 +269,18 @@ class Study:
             return "changed", describe_changes(recorded, expected)
         if stage.kind == "train":
             summary = read_json(directory / RUN_SUMMARY)
+            if summary is not None and summary.get("diverged"):
+                return "diverged", None
             if summary is not None and not summary.get("interrupted"):
                 return "done", None
-            checkpoint = artifacts.last_complete_checkpoint(directory)
-            return ("resume", str(checkpoint)) if checkpoint else ("todo", None)
-        if (directory / EVAL_SUMMARY).is_file():
-            return "done", None
-        return ("resume", None) if (directory / GENERATIONS).is_file() else ("todo", None)
+            return "resume", None
+        return ("done", None) if (directory / EVAL_SUMMARY).is_file() else ("resume", None)
 
     def _run_stage(self, stage: Stage, progress: Progress) -> None:
         status, detail = self._status(stage)
         command = list(stage.command)
-        if status == "done":
-            progress.line(stage.description, "skipped (done)")
+        if status in ("done", "diverged"):
+            progress.line(stage.description, "skipped (done)" if status == "done" else "skipped (diverged)")
             return
         if status == "changed":
             if not self.config.overwrite:
@@ -269,12 +288,9 @@ class Study:
                     f"{stage.directory} was run with other settings ({detail}); "
                     "pass --overwrite true to redo that stage, or use another --study_dir"
                 )
-            if stage.kind == "train":
-                shutil.rmtree(stage.directory)  # stale checkpoints must not be resumed into the new run
-            else:
-                command += ["--overwrite", "true"]  # run_eval.py starts over
+            command += ["--overwrite", "true"]  # the script removes the old results first
         if status == "resume" and stage.kind == "train":
-            command += ["--resume_from_checkpoint", str(detail)]
+            command += ["--resume_from_checkpoint", "true"]  # its newest complete checkpoint of this very run
         if self.config.dry_run:
             what = {"todo": "to run", "resume": "to resume", "changed": "to redo (--overwrite)"}[status]
             progress.line(stage.description, f"{what}: {' '.join(stage.display)}")
@@ -282,12 +298,20 @@ class Study:
         note = {"resume": " (resuming)", "changed": " (command changed: starting over)"}.get(status, "")
         progress.start(stage.description + note, stage.directory / STAGE_LOG)
         started = time.perf_counter()
+        if status == "todo" and stage.directory.is_dir():
+            shutil.rmtree(stage.directory)  # leftovers of a stage that failed before any result
         stage.directory.mkdir(parents=True, exist_ok=True)
         artifacts.write_json_atomic(stage.directory / STAGE_CONFIG, stage.record)
         shown = stage.display + command[len(stage.command) :]  # plus --resume_from_checkpoint / --overwrite
         try:
             run_logged(command, stage.directory / STAGE_LOG, shown, echo=self.config.stream)
             self._check_outputs(stage)
+        except StageFailed as failure:
+            if failure.code != EXIT_DIVERGED or stage.kind != "train":
+                progress.fail()
+                raise
+            progress.line_end("diverged (left out of the best-run pick)")
+            return
         except KeyboardInterrupt:
             raise  # run_logged has said what happens next
         except BaseException:
@@ -303,6 +327,14 @@ class Study:
                 raise UserError(f"{stage.description} stopped before the end; rerun the same command to resume")
         elif not (stage.directory / EVAL_SUMMARY).is_file():
             raise UserError(f"{stage.description} wrote no {EVAL_SUMMARY}; see {stage.directory / STAGE_LOG}")
+
+
+def _has_results(stage: Stage) -> bool:
+    """Whether a stage folder holds any result (a summary, a checkpoint, generations), not just its leftovers."""
+    directory = stage.directory
+    if stage.kind == "train":
+        return (directory / RUN_SUMMARY).is_file() or bool(artifacts.checkpoints(directory))
+    return (directory / EVAL_SUMMARY).is_file() or (directory / GENERATIONS).is_file()
 
 
 def describe_changes(recorded: dict[str, Any], expected: dict[str, Any]) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -17,12 +19,21 @@ from transformers.integrations import TensorBoardCallback
 from trl import ModelConfig, SFTTrainer, get_peft_config
 
 from mathsft import artifacts
-from mathsft.callbacks import NUM_TOKENS_KEY, GracefulInterruptCallback, PerfCallback, TokenCounter, loss_curves
+from mathsft.callbacks import (
+    NUM_TOKENS_KEY,
+    DivergenceGuard,
+    GracefulInterruptCallback,
+    PerfCallback,
+    StepZeroEvaluation,
+    TokenCounter,
+    loss_curves,
+)  # fmt: skip
 from mathsft.collators import PackedRowsCollator, uses_varlen_flash_attention
 from mathsft.configs import ALL_LINEAR_PROJECTIONS, DataArguments, MathSFTConfig
 from mathsft.data import load_problems, split_train_validation
 from mathsft.environment import device_name, library_versions
-from mathsft.errors import UserError
+from mathsft.errors import DivergedError, UserError
+from mathsft.identity import exclusive_output
 from mathsft.methods import Method, method_for
 from mathsft.optimizers import build_optimizer, count_parameters, optimizer_parameter_ids
 from mathsft.paths import looks_like_local_path
@@ -78,6 +89,7 @@ def prepare_datasets(
     if data_args.max_eval_samples is not None:
         validation = validation.select(range(min(data_args.max_eval_samples, len(validation))))
 
+    _check_max_length(tokenizer, data_args, training_args.max_length or 0)
     prepared, dropped = [], []
     for part in (train, validation):
         conversations = to_conversations(part, data_args, part[EXAMPLE_ID])
@@ -128,6 +140,15 @@ def output_path(training_args: MathSFTConfig) -> Path:
     return Path(training_args.output_dir)
 
 
+def _check_max_length(tokenizer: PreTrainedTokenizerBase, data_args: DataArguments, max_length: int) -> None:
+    """max_length must leave room for a problem and an answer after the fixed chat scaffolding."""
+    scaffold = build_example("", "", data_args.system_prompt)
+    needed = chat_token_length(tokenizer, scaffold) + 16
+    if max_length < needed:
+        raise UserError(f"max_length {max_length} cannot hold the chat template and instruction "
+                        f"({needed - 16} tokens) plus a problem and an answer; use at least {needed}")  # fmt: skip
+
+
 def load_tokenizer(model_args: ModelConfig) -> PreTrainedTokenizerBase:
     name = model_source(model_args)
     if looks_like_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
@@ -155,8 +176,10 @@ def load_model(model_args: ModelConfig) -> PreTrainedModel:
             dtype=dtype,
             attn_implementation=model_args.attn_implementation,
         )
-    except (OSError, ValueError) as err:
-        raise UserError(f"could not load model weights from '{model_args.model_name_or_path}': {err}") from err
+    except Exception as err:  # missing, truncated or corrupt weights surface as OSError, ValueError, SafetensorError
+        first_line = (str(err).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"could not load model weights from '{model_args.model_name_or_path}': "
+                        f"{type(err).__name__}: {first_line}") from err  # fmt: skip
 
 
 class MathSFTTrainer(SFTTrainer):
@@ -164,13 +187,26 @@ class MathSFTTrainer(SFTTrainer):
 
     token_counter: TokenCounter | None = None
     interrupt_callback: GracefulInterruptCallback
+    divergence: DivergenceGuard | None = None
+    identity: dict[str, Any] | None = None  # marks each saved checkpoint as complete (mathsft.run_dir)
     method: Method | None = None  # set by build_trainer; else derived from the model (a PEFT model is LoRA)
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
         num_tokens = inputs.pop(NUM_TOKENS_KEY, None)
         if num_tokens is not None and self.token_counter is not None:
             self.token_counter.tokens += int(num_tokens)
-        return super().training_step(model, inputs, *args, **kwargs)
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        if self.divergence is not None:
+            self.divergence.observe(loss)
+        return loss
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.identity is not None and self.args.should_save:  # written last: the checkpoint is now complete
+            from mathsft.run_dir import mark_checkpoint_complete
+
+            folder = Path(self._get_output_dir(trial=trial)) / f"{artifacts.CHECKPOINT_PREFIX}{self.state.global_step}"
+            mark_checkpoint_complete(folder, self.identity, self.state.global_step)
 
     def prediction_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any):
         inputs.pop(NUM_TOKENS_KEY, None)  # validation batches are not training tokens
@@ -237,7 +273,8 @@ def build_trainer(
         callbacks=[interrupt],
     )
     if training_args.packing and not uses_varlen_flash_attention(model_args.attn_implementation):
-        trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id, cast(int | None, training_args.pad_to_multiple_of))
+        multiple = cast(int | None, training_args.pad_to_multiple_of)
+        trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id, multiple)
     token_counter = TokenCounter(trainer.data_collator)
     trainer.data_collator = trainer.token_counter = token_counter
     log_dir = output_dir / artifacts.TENSORBOARD_DIR
@@ -247,6 +284,9 @@ def build_trainer(
         if isinstance(callback, TensorBoardCallback):  # one log dir per run: train/*, eval/* and perf/* together
             callback.logging_dir = str(log_dir)
     trainer.interrupt_callback = interrupt
+    trainer.divergence = DivergenceGuard()
+    trainer.add_callback(trainer.divergence)
+    trainer.add_callback(StepZeroEvaluation(trainer.evaluate))
     trainer.method = method_for(training_args.optimizer, model_args.use_peft)
     return trainer, data, perf
 
@@ -294,6 +334,7 @@ def build_run_summary(
     total_time_s: float,
     interrupted: bool,
 ) -> artifacts.RunSummary:
+    divergence = trainer.divergence
     trainable, total = count_parameters(cast(torch.nn.Module, trainer.model))
     train_loss, eval_loss = loss_curves(trainer.state.log_history)
     method = method_for(training_args.optimizer, model_args.use_peft)
@@ -317,55 +358,84 @@ def build_run_summary(
         "dropped_train_examples": data.dropped_train,
         "dropped_validation_examples": data.dropped_validation,
         "interrupted": interrupted,
+        "diverged": bool(divergence and divergence.step is not None),
+        "diverged_step": divergence.step if divergence else None,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
-def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
-    """``true`` means the latest complete checkpoint in ``output_dir``; a path must exist; ``false``/unset starts
-    afresh."""
-    if resume_from_checkpoint is None or str(resume_from_checkpoint).lower() in ("", "false", "no", "none"):
-        return None
-    if str(resume_from_checkpoint).lower() in ("true", "yes", "last", "latest"):
-        found = artifacts.last_complete_checkpoint(output_dir)
-        last = str(found) if found else None
-        if last is None:
-            raise UserError(f"no checkpoint to resume from in {output_dir}")
-        return last
-    if not os.path.isdir(resume_from_checkpoint):
-        raise UserError(f"checkpoint not found: {resume_from_checkpoint}")
-    return resume_from_checkpoint
-
-
 def run_training(
     data_args: DataArguments, training_args: MathSFTConfig, model_args: ModelConfig
-) -> artifacts.RunSummary:
-    """Train, save the model (or adapter) and write ``run_summary.json``; returns the summary."""
-    start = time.perf_counter()
+) -> artifacts.RunSummary | None:
+    """Train, save the model (or adapter) and write ``run_summary.json``; returns the summary.
+
+    None when the output folder already holds this very run, finished. Exits through ``DivergedError`` (exit 3) when
+    the loss stops being finite and ``KeyboardInterrupt`` (exit 130) after a Ctrl-C, each after writing the summary.
+    """
+    from mathsft.run_dir import RunAlreadyComplete, training_identity
+
     output_dir = output_path(training_args)
-    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, str(output_dir))
+    artifacts.check_writable_dir(output_dir, "output_dir")
+    is_main = training_args.process_index == 0
+    identity = training_identity(data_args, training_args, model_args)
+    try:
+        with exclusive_output(output_dir, "training run") if is_main else contextlib.nullcontext():
+            return _train(data_args, training_args, model_args, output_dir, identity)
+    except RunAlreadyComplete:
+        print(f"{output_dir} already holds this run, finished (run_summary.json); nothing to do. "
+              "Pass --overwrite true to train it again.", flush=True)  # fmt: skip
+        return None
+    except OSError as err:  # a full disk or a folder that cannot be written, mid-run
+        raise UserError(f"could not write to {err.filename or output_dir}: {err.strerror or err}") from err
+
+
+def _train(
+    data_args: DataArguments,
+    training_args: MathSFTConfig,
+    model_args: ModelConfig,
+    output_dir: Path,
+    identity: dict[str, Any],
+) -> artifacts.RunSummary:
+    from mathsft.run_dir import apply_output_plan, plan_output_dir
+
+    start = time.perf_counter()
+    plan = plan_output_dir(output_dir, identity, training_args.overwrite, training_args.resume_from_checkpoint)
     trainer, data, perf = build_trainer(data_args, training_args, model_args)
-    trainable, total = count_parameters(cast(torch.nn.Module, trainer.model))
+    trainer.identity = identity
     if trainer.is_world_process_zero():
-        output_dir.mkdir(parents=True, exist_ok=True)
+        apply_output_plan(plan)
         artifacts.write_json_atomic(output_dir / artifacts.VALIDATION_IDS, data.validation_ids)
-    logger.info(
-        "method=%s trainable params: %s / %s (%.2f%%)",
-        trainer.method.name if trainer.method else "?",
-        f"{trainable:,}",
-        f"{total:,}",
-        100.0 * trainable / total,
-    )
-    trainer.train(resume_from_checkpoint=checkpoint)
+    trainable, total = count_parameters(cast(torch.nn.Module, trainer.model))
+    method = trainer.method.name if trainer.method else "?"
+    logger.info("method=%s trainable params: %s / %s (%.2f%%)", method, f"{trainable:,}", f"{total:,}",
+                100.0 * trainable / total)  # fmt: skip
+    trainer.train(resume_from_checkpoint=plan.checkpoint)
     interrupted = trainer.interrupt_callback.interrupted
+    diverged = trainer.divergence is not None and trainer.divergence.step is not None
     logger.info("optimizer parameters on this rank: %s", json.dumps(trainer.optimizer_layout()))
-    trainer.save_model(str(output_dir))
+    if not (interrupted or diverged):  # a half-trained or NaN model is never saved as the final one
+        trainer.save_model(str(output_dir))
     summary = build_run_summary(
         trainer, data, perf, data_args, training_args, model_args, time.perf_counter() - start, interrupted
     )
     if trainer.is_world_process_zero():
         trainer.save_state()
         artifacts.write_json_atomic(output_dir / artifacts.RUN_SUMMARY, summary)
-        if interrupted:
-            logger.warning("interrupted: resume with --resume_from_checkpoint true (same --output_dir)")
+    _finish_message(trainer, output_dir, interrupted)
     return summary
+
+
+def _finish_message(trainer: MathSFTTrainer, output_dir: Path, interrupted: bool) -> None:
+    """Say how the run ended; a divergence or an interrupt leaves through its exit code."""
+    divergence = trainer.divergence
+    if divergence is not None and divergence.step is not None:
+        last = artifacts.last_complete_checkpoint(output_dir)
+        kept = f"the last finite checkpoint is {last}" if last else "no checkpoint was saved before it"
+        raise DivergedError(f"training diverged at step {divergence.step}: the {divergence.what} is not finite; "
+                            f"the model was not saved, {kept}; try a lower learning_rate")  # fmt: skip
+    if interrupted:
+        print(f"interrupted: checkpoint saved in {output_dir}; resume with the same command plus "
+              "--resume_from_checkpoint true", file=sys.stderr, flush=True)  # fmt: skip
+        raise KeyboardInterrupt
+    logger.info("saved the %s and run_summary.json to %s", "adapter" if trainer.method and trainer.method.peft
+                else "model", output_dir)  # fmt: skip

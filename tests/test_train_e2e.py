@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import OFFLINE_ENV, REPO, SMOKE_MODEL, run_cli
+from mathsft.artifacts import RunSummary, schema_problems
 
 SUMMARY_KEYS = {
     "method",
@@ -58,6 +59,7 @@ def test_loss_falls(smoke_run):
 def test_summary_has_every_field(smoke_run):
     method, output_dir = smoke_run
     summary = _summary(output_dir)
+    assert schema_problems(summary, RunSummary) == []  # the writer fills the one schema the readers use
     assert SUMMARY_KEYS <= summary.keys()
     assert summary["method"] == method
     assert len(summary["epochs"]) == 2
@@ -131,7 +133,7 @@ def test_interrupt_saves_checkpoint_and_resume_continues_the_curves(tmp_path):
             break
         assert time.time() < deadline
     rest, _ = process.communicate(timeout=300)
-    assert process.returncode == 0, "".join(seen)[-2000:] + rest[-2000:]
+    assert process.returncode == 130, "".join(seen)[-2000:] + rest[-2000:]  # interrupted: not a finished run
     summary = _summary(output_dir)
     assert summary["interrupted"] is True
     checkpoints = sorted(output_dir.glob("checkpoint-*"))

@@ -1,0 +1,160 @@
+"""A training run's output folder: what defines its result, and what a new run may do with it.
+
+Before training, ``claim_output_dir`` compares the run's identity (``training_identity``) with the one recorded in the
+folder and decides, writing nothing until the decision is made:
+
+- an empty or new folder: start, recording the identity;
+- the same run, finished: nothing to do (``RunAlreadyComplete``);
+- the same run, unfinished: resume from its newest complete checkpoint with ``--resume_from_checkpoint true``;
+- another run, or files of unknown origin: refused in one line naming the first difference, unless
+  ``--overwrite true``, which removes the old run's files first (checkpoints, events, results).
+
+A checkpoint counts as complete only once ``mathsft_checkpoint.json`` (the run identity) is written into it, after
+every file the trainer saves; a save cut short (a crash, a full disk) leaves no marker and is never resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from trl import ModelConfig
+
+from mathsft import artifacts
+from mathsft.configs import DataArguments, MathSFTConfig
+from mathsft.errors import DivergedError, UserError
+from mathsft.identity import IDENTITY_FILE, LOCK_FILE, data_identity, first_difference, model_identity, normalized
+from mathsft.methods import method_for
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_MARKER = "mathsft_checkpoint.json"
+# Hyperparameters that do not change the trained weights: a run may be resumed with other values.
+NOT_RESULT_DEFINING = ("activation_checkpointing",)
+# Data settings that only decide what is logged, not what is trained.
+NOT_RESULT_DEFINING_DATA = ("max_eval_samples",)
+
+
+class RunAlreadyComplete(Exception):
+    """The output folder holds this very run, finished: there is nothing to do."""
+
+
+def training_identity(data_args: DataArguments, training_args: MathSFTConfig, model_args: ModelConfig) -> dict:
+    """Everything that defines a training run's result, as JSON-ready data."""
+    from mathsft.training import run_hyperparameters
+
+    method = method_for(training_args.optimizer, model_args.use_peft)
+    hyper = run_hyperparameters(training_args, model_args, method)
+    data = {k: v for k, v in dataclasses.asdict(data_args).items() if k not in NOT_RESULT_DEFINING_DATA}
+    return normalized(
+        {
+            "method": method.name,
+            "hyperparameters": {k: v for k, v in hyper.items() if k not in NOT_RESULT_DEFINING},
+            "data": data | {"files": data_identity(data_args.dataset_name)},
+            "model": model_identity(model_args.model_name_or_path),
+            "model_revision": model_args.model_revision,
+        }
+    )
+
+
+def _entries(directory: Path) -> list[Path]:
+    return [p for p in directory.iterdir() if p.name != LOCK_FILE] if directory.is_dir() else []
+
+
+def _clear(directory: Path) -> None:
+    """Remove a previous run's files (checkpoints, events, results), keeping the folder and its lock."""
+    for entry in _entries(directory):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _finished(summary: artifacts.RunSummary | None) -> bool:
+    return summary is not None and not summary.get("interrupted") and not summary.get("diverged")
+
+
+@dataclasses.dataclass
+class OutputPlan:
+    """What a run will do with its output folder, decided before anything is written."""
+
+    directory: Path
+    identity: dict[str, Any]
+    checkpoint: str | None  # the checkpoint to resume from
+    clear: bool  # --overwrite: remove the previous run's files first
+
+
+def plan_output_dir(directory: Path, identity: dict[str, Any], overwrite: bool, resume: str | None) -> OutputPlan:
+    """Decide what this run does with ``directory`` (see the module docstring); reads only, writes nothing."""
+    if resume is not None and str(resume).lower() in ("", "false", "no", "none"):
+        resume = None
+    if resume is not None and overwrite:
+        raise UserError("--overwrite true starts over; it cannot be combined with --resume_from_checkpoint")
+    artifacts.check_writable_dir(directory, "output_dir")
+    recorded = artifacts.read_json(directory / IDENTITY_FILE)
+    if _entries(directory) and recorded is None and not overwrite:
+        raise UserError(f"{directory} holds files that are not a mathsft training run; choose another output_dir, "
+                        "or pass --overwrite true to delete them")  # fmt: skip
+    if recorded is not None and not overwrite:
+        difference = first_difference(recorded, identity)
+        if difference:
+            raise UserError(f"{directory} holds a different run ({difference}); choose another output_dir, "
+                            "or pass --overwrite true to replace it")  # fmt: skip
+        summary = artifacts.read_run_summary(directory)
+        if summary is not None and summary.get("diverged"):
+            raise DivergedError(f"{directory} holds this run, which diverged at step {summary.get('diverged_step')}; "
+                                "pass --overwrite true to run it again")  # fmt: skip
+        if _finished(summary):
+            raise RunAlreadyComplete(str(directory))
+        if resume is None:
+            raise UserError(f"{directory} holds an unfinished run of these settings; resume it with "
+                            "--resume_from_checkpoint true, or pass --overwrite true to start over")  # fmt: skip
+    checkpoint = resolve_checkpoint(resume, directory, identity)
+    return OutputPlan(directory, identity, checkpoint, clear=overwrite and bool(_entries(directory)))
+
+
+def apply_output_plan(plan: OutputPlan) -> None:
+    """Clear the previous run (with --overwrite) and record this run's identity."""
+    if plan.clear:
+        logger.warning("--overwrite: removing the previous run in %s", plan.directory)
+        _clear(plan.directory)
+    plan.directory.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json_atomic(plan.directory / IDENTITY_FILE, plan.identity)
+
+
+def checkpoint_problem(checkpoint: Path, identity: dict[str, Any]) -> str | None:
+    """Why ``checkpoint`` cannot be resumed (incomplete, or written by another run), or None when it can."""
+    marker = artifacts.read_json(checkpoint / CHECKPOINT_MARKER)
+    if marker is None:
+        return "incomplete: its save was cut short (no completion marker)"
+    difference = first_difference(marker.get("identity"), identity)
+    return f"written by a different run ({difference})" if difference else None
+
+
+def resolve_checkpoint(resume: str | None, output_dir: Path, identity: dict[str, Any]) -> str | None:
+    """``true``: the newest complete checkpoint of this run in ``output_dir``; a path: that checkpoint, checked."""
+    if resume is None or str(resume).lower() in ("", "false", "no", "none"):
+        return None
+    if str(resume).lower() in ("true", "yes", "last", "latest"):
+        for _, path in reversed(artifacts.checkpoints(output_dir)):
+            problem = checkpoint_problem(path, identity)
+            if problem is None:
+                return str(path)
+            logger.warning("skipping %s: %s", path.name, problem)
+            print(f"skipping {path}: {problem}", flush=True)
+        raise UserError(f"no complete checkpoint of this run to resume from in {output_dir}")
+    path = Path(resume)
+    if not path.is_dir():
+        raise UserError(f"checkpoint not found: {resume}")
+    problem = checkpoint_problem(path, identity)
+    if problem:
+        raise UserError(f"cannot resume from {resume}: {problem}")
+    return str(path)
+
+
+def mark_checkpoint_complete(checkpoint: Path, identity: dict[str, Any], step: int) -> None:
+    """Written last into a saved checkpoint: from now on it may be resumed."""
+    artifacts.write_json_atomic(checkpoint / CHECKPOINT_MARKER, {"global_step": step, "identity": identity})
