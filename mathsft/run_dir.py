@@ -60,12 +60,17 @@ def training_identity(data_args: DataArguments, training_args: MathSFTConfig, mo
     )
 
 
+# Files a run's folder may hold before the run: the lock, and the study's record and log of the stage.
+_NOT_RUN_FILES = (LOCK_FILE, artifacts.STAGE_CONFIG, artifacts.STAGE_LOG)
+
+
 def _entries(directory: Path) -> list[Path]:
-    return [p for p in directory.iterdir() if p.name != LOCK_FILE] if directory.is_dir() else []
+    """The folder's contents that belong to a training run."""
+    return [p for p in directory.iterdir() if p.name not in _NOT_RUN_FILES] if directory.is_dir() else []
 
 
 def _clear(directory: Path) -> None:
-    """Remove a previous run's files (checkpoints, events, results), keeping the folder and its lock."""
+    """Remove a previous run's files (checkpoints, events, results), keeping the folder, its lock and stage files."""
     for entry in _entries(directory):
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
