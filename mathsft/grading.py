@@ -324,7 +324,9 @@ def extract_answer(completion: str, gold: str = "") -> tuple[str | None, str]:
     if len(parts) == 1:
         return parts[0], "single_box"
     joined = ", ".join(parts)
-    return (f"({joined})" if _tuple_shaped(gold) else joined), "joined_run"
+    # The parts are the components of a tuple gold only when they are not themselves lists or tuples.
+    as_tuple = _tuple_shaped(gold) and not any(_tuple_shaped(part) or "," in part for part in parts)
+    return (f"({joined})" if as_tuple else joined), "joined_run"
 
 
 def _as_text(value: Any) -> str:
