@@ -63,6 +63,9 @@ def test_joined_parts_follow_the_gold_shape() -> None:
     assert extract_answer("\\boxed{3} and \\boxed{4}", "(3, 4)") == ("(3, 4)", "joined_run")  # a tuple: ordered
     assert extract_answer("\\boxed{3} and \\boxed{4}", "3, 4") == ("3, 4", "joined_run")  # a list: unordered
     assert extract_answer("\\boxed{3} and \\boxed{4}", "(1, 2), (3, 4)") == ("3, 4", "joined_run")  # list of tuples
+    # Parts that are tuples themselves are not wrapped again: two points against one point stay two points.
+    assert extract_answer("\\boxed{(-2,18)} and \\boxed{(8,38)}", "(8,38)") == ("(-2,18), (8,38)", "joined_run")
+    assert not grade_one("\\boxed{(-2,18)} and \\boxed{(8,38)}", "(8,38)").correct
 
 
 def test_extract_boxed_answer_keeps_the_last_box_rule() -> None:
