@@ -27,6 +27,7 @@ from mathsft.artifacts import EVAL_CONFIG, EVAL_SUMMARY, GENERATIONS, EvalSummar
 from mathsft.data import DEFAULT_DATASET, load_problems
 from mathsft.errors import UserError, reject_unknown_keys
 from mathsft.generation import BACKENDS
+from mathsft.grading import validate_grader_timeout
 from mathsft.identity import exclusive_output, first_difference, normalized
 
 # Test hook: raise KeyboardInterrupt after this many batches were written (simulates Ctrl-C in the e2e tests).
@@ -107,11 +108,6 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def validate_grader_timeout(value: Any) -> None:
-    if not (_finite(value) and value > 0):
-        raise UserError(f"--grader_timeout must be a finite number of seconds > 0, got {value!r}")
-
-
 def validate_eval_args(args: EvalArguments) -> None:
     """Checks that argparse cannot express; each failure is one line naming the option and its range."""
     if not (_finite(args.temperature) and args.temperature >= 0):
@@ -129,7 +125,7 @@ def validate_eval_args(args: EvalArguments) -> None:
             f"--num_samples {args.num_samples} with greedy decoding (--temperature 0) gives identical samples; "
             "set --temperature (e.g. 0.7) or use --num_samples 1"
         )
-    validate_grader_timeout(args.grader_timeout)
+    validate_grader_timeout(args.grader_timeout, key="--grader_timeout")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -281,7 +277,7 @@ def _grade_rows(rows: list[dict[str, Any]], timeout_s: float, num_workers: int |
         [(row["completion"], str(row["gold"])) for row in rows], timeout_s=timeout_s, num_workers=num_workers
     )
     for row, result in zip(rows, results, strict=True):
-        row["pred"], row["correct"], row["status"] = result.pred, result.correct, result.status
+        row["pred"], row["correct"], row["status"], row["rule"] = result.pred, result.correct, result.status, result.rule
 
 
 def _requests(run: EvalRun, tokenizer: Any) -> tuple[dict[int, str], list[Any]]:
@@ -452,7 +448,7 @@ def _check_grade_row(row: dict[str, Any], number: int, source: str) -> None:
 
 def run_grading(args: GradeArguments) -> dict[str, Any]:
     """Grade an existing JSONL of completions; writes the scored rows and returns the summary."""
-    validate_grader_timeout(args.grader_timeout)
+    validate_grader_timeout(args.grader_timeout, key="--grader_timeout")
     if args.grader_workers is not None and args.grader_workers < 1:
         raise UserError(f"--grader_workers must be >= 1, got {args.grader_workers}")
     source = Path(args.input)

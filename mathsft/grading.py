@@ -1,4 +1,4 @@
-"""Answer grading for MATH-style completions: last-box extraction, math-verify equivalence and a hard time bound.
+"""Answer grading for MATH-style completions: boxed-answer extraction, equivalence and a hard time bound.
 
 Usage::
 
@@ -9,17 +9,19 @@ Usage::
 
 The rules are documented in ``docs/grading.md``. In short:
 
-1. The prediction is the content of the **last complete** ``\\boxed{...}`` / ``\\fbox{...}`` / ``\\boxed x`` in the
-   completion. No box means ``no_box`` (incorrect); there is no "last number in the text" fallback.
+1. The prediction comes from the complete ``\\boxed{...}`` / ``\\fbox{...}`` / ``\\boxed x`` at the end of the
+   completion: the last box, or the whole trailing run of boxes when they are separated only by connective text
+   ("and", commas, ``\\quad`` ...), as in ``$\\boxed{-2}$ and $\\boxed{1}$``. No box means ``no_box`` (incorrect);
+   there is no "last number in the text" fallback.
 2. A cheap normalized string match (spaces, ``\\left``/``\\right``, ``\\dfrac``, ``^\\circ``, ``\\text{}`` ...)
    counts as correct.
-3. Otherwise both strings are wrapped in ``$...$`` and compared with math-verify (``parse`` + ``verify``), with a
-   guard against math-verify silently parsing only part of a string.
-4. ``grade_many`` runs step 3 in killable worker processes: an item that exceeds ``timeout_s`` is recorded as
-   ``timeout`` (incorrect) and its worker is replaced, because math-verify's own signal-based timeout cannot
-   interrupt some sympy computations (e.g. ``5^{5^{5^{5^5}}}``).
+3. Otherwise :func:`mathsft.equivalence.equivalent` (math-verify) decides.
+4. ``grade_many`` runs all of this, extraction included, in killable worker processes under a per-answer time
+   limit and CPU/memory limits: an item that exceeds ``timeout_s`` is recorded as ``timeout`` (incorrect).
 
-This module must stay cheap to import (no torch / transformers): worker processes import it.
+Extraction and normalization are single linear passes without recursion, so no completion (deep nesting, 1 MB of
+text, thousands of boxes) can make them slow. This module must stay cheap to import (no torch / transformers, and
+math-verify only on first use): worker processes import it.
 """
 
 from __future__ import annotations
@@ -33,23 +35,36 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import metadata
 from multiprocessing.connection import wait
 from typing import Any
+
+# The equivalence backend: the one line to change to swap it (see mathsft/equivalence.py for the contract).
+from mathsft import equivalence as _equivalence
+from mathsft.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "RULES",
     "STATUSES",
     "GradeResult",
     "answers_match",
+    "extract_answer",
     "extract_boxed_answer",
     "grade_many",
     "grade_one",
+    "grader_identity",
     "normalize_answer",
+    "validate_grader_timeout",
 ]
 
 STATUSES = ("correct", "incorrect", "no_box", "timeout", "error")
+# Which rule produced ``pred``: the last box alone, a trailing run of boxes joined, or no box at all.
+RULES = ("single_box", "joined_run", "none")
+# Bump when a change to extraction or normalization can change a grade: evaluation refuses to resume across it.
+RULES_VERSION = "2"
 
 
 @dataclass
@@ -58,89 +73,162 @@ class GradeResult:
 
     ``pred`` is the extracted answer (``None`` when the completion has no complete box); ``status`` is one of
     ``"correct"``, ``"incorrect"``, ``"no_box"``, ``"timeout"``, ``"error"``. Only ``"correct"`` has ``correct=True``.
+    ``rule`` (one of :data:`RULES`) says how ``pred`` was obtained. It describes the grade rather than being part of
+    it, so it is left out of ``==``; when not given it is ``"none"`` without a prediction, else ``"single_box"``.
     """
 
     pred: str | None
     correct: bool
     status: str
+    rule: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.rule:
+            self.rule = "none" if self.pred is None else "single_box"
+
+
+def grader_identity() -> dict[str, str]:
+    """What decides the grades: the rules version, the equivalence module and the versions of its libraries.
+
+    Evaluation records it in ``summary.json`` and refuses to resume an output graded by a different grader.
+    """
+    identity = {"rules_version": RULES_VERSION, "equivalence": _equivalence.__name__}
+    for distribution in _equivalence.LIBRARIES:
+        try:
+            identity[distribution] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            identity[distribution] = "not installed"
+    return identity
+
+
+def validate_grader_timeout(value: Any, key: str = "grader_timeout") -> float:
+    """``value`` as seconds if it is a finite number > 0; otherwise a one-line :class:`UserError` naming ``key``.
+
+    0 or a negative limit would mark every answer needing math-verify as ``timeout``; ``nan`` or ``inf`` would let
+    one answer hang the evaluation.
+    """
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds <= 0:
+        raise UserError(f"{key} must be a finite number of seconds > 0, got {value!r}")
+    return seconds
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Extraction
 # ----------------------------------------------------------------------------------------------------------------
 
-# `\boxed` or `\fbox` not followed by a letter (so `\boxedness` is not a box).
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+# One token per match, scanned left to right: a box command (`\boxed`, `\fbox`, not followed by a letter), a
+# backslash directly before one (so a doubly escaped `\\boxed` still counts), any other escape pair (`\{`, `\}` and
+# `\\` are not structure), or a brace.
+_BOX_COMMAND = r"\\(?:boxed|fbox)(?![A-Za-z])"
+_SCAN_RE = re.compile(rf"({_BOX_COMMAND})|\\(?={_BOX_COMMAND})|\\.|([{{}}])", re.DOTALL)
+_BLANKS_RE = re.compile(r"[ \t]*")
+# Whether a text can hold a box at all: a C-speed substring test (grade_many starts no worker for box-less batches).
+_BOX_MARKERS = ("\\boxed", "\\fbox")
 _BOX_TOKEN_RE = re.compile(r"[^\s$]+")
+# Text allowed between the boxes of one answer: whitespace, `$`, commas, semicolons, `&`, connective words ("and",
+# "or", "for part (a)"), spacing commands, line breaks, math delimiters, and `\text{...}` holding only those.
+# Anything else is reasoning.
+_CONNECTIVE_WORDS = r"\b(?:and|or|for|parts?)\b|\((?:[a-h]|i{1,3}|iv|v)\)"
+_CONNECTIVE_RE = re.compile(
+    rf"(?:\s|[$,;&~:]|{_CONNECTIVE_WORDS}|\\[,;:! ]|\\q?quad(?![A-Za-z])|\\\\|\\[()\[\]]"
+    rf"|\\(?:text|textrm|textnormal|mbox|mathrm)\s*\{{(?:\s|[,;&:]|{_CONNECTIVE_WORDS})*\}})*"
+)
+# A label written just before a box of a multi-part answer: `x = \boxed{2}`, `y_2 = \boxed{..}`, `\theta=\boxed{..}`.
+# It must start a formula or follow a word, so that `2x + y = \boxed{5}` has no label.
+_LABEL_RE = re.compile(
+    r"(?:(?<=[$(\[,;:{&\n])|(?<=[A-Za-z] )|^)\s*((?:[A-Za-z]|\\[A-Za-z]+)(?:_(?:\{[\w,]{1,8}\}|\w))?)\s*=\s*(?:\$\s*)?$"
+)
+_MAX_LABEL_CHARS = 40
+# Longer gaps are never connective; this also bounds the regex work per gap.
+_MAX_CONNECTIVE_CHARS = 200
+# A trailing run of more boxes than this is not one answer (e.g. a degenerate repetition): the last box counts.
+MAX_JOINED_BOXES = 12
 
 
-def _brace_pairs(text: str) -> dict[int, int]:
-    """Map the index of every balanced `{` to the index just past its `}`, in one pass.
+@dataclass
+class _Box:
+    start: int  # index of the backslash of `\boxed`
+    content_start: int
+    braced: bool  # `\boxed{x}`, as opposed to the brace-less `\boxed x`
+    end: int = -1  # index just past the closing `}` (or the brace-less token); -1 while the box is open
+    parent: int = -1  # index of the nearest enclosing box, complete or not
+    inside_complete: bool = False  # whether some enclosing box is complete (then this box is not an answer)
 
-    A backslash escapes the next character, so `\\{`/`\\}` (literal braces, e.g. sets) are not counted, while
-    `\\\\{` (a line break, then a group) is. Unclosed `{` (a cut-off generation) and stray `}` get no entry.
-    One linear pass keeps extraction linear even on degenerate outputs that repeat `\\boxed{` thousands of times.
+
+def _scan_boxes(text: str) -> list[_Box]:
+    """Every box in ``text``, complete or not, in order of appearance, found in one left-to-right pass.
+
+    Braces are matched with an explicit stack; a backslash escapes the next character. A box whose braces never
+    close (generation cut off inside it) stays open (``end == -1``); boxes inside it can still be complete answers.
     """
-    pairs: dict[int, int] = {}
-    stack: list[int] = []
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "{":
-            stack.append(i)
-        elif ch == "}" and stack:
-            pairs[stack.pop()] = i + 1
-        i += 1
-    return pairs
-
-
-def _find_boxes(text: str) -> list[tuple[int, int, str]]:
-    """All complete top-level boxes as ``(start, end, content)``, left to right.
-
-    A box whose braces never close (generation cut off inside it) is skipped, and scanning resumes right after its
-    `\\boxed` token, so a complete box written after the dangling brace is still found.
-    """
-    boxes: list[tuple[int, int, str]] = []
-    pairs = _brace_pairs(text)
-    pos = 0
-    while (m := _BOX_RE.search(text, pos)) is not None:
-        j = k = m.end()
-        while k < len(text) and text[k] in " \t":  # `\boxed {x}` is legal LaTeX
-            k += 1
-        if k < len(text) and text[k] == "{":
-            end = pairs.get(k)
-            if end is None:
-                pos = j  # truncated box: ignore it, but keep looking inside it
-                continue
-            boxes.append((m.start(), end, text[k + 1 : end - 1]))
-            pos = end
-        elif k > j and (tok := _BOX_TOKEN_RE.match(text, k)) is not None:
-            # `\boxed 5` (as in a few MATH solutions): the token up to whitespace or `$`.
-            boxes.append((m.start(), tok.end(), tok.group(0)))
-            pos = tok.end()
-        else:
-            pos = j  # `\boxed` followed by nothing usable: not a box
+    boxes: list[_Box] = []
+    stack: list[tuple[int, int]] = []  # per open brace: (box index or -1, innermost open box outside this brace)
+    innermost = -1
+    pos, n = 0, len(text)
+    while (m := _SCAN_RE.search(text, pos)) is not None:
+        pos = m.end()
+        if m.group(1) is not None:  # a box command
+            k = _BLANKS_RE.match(text, pos).end()  # `\boxed {x}` is legal LaTeX
+            if k < n and text[k] == "{":
+                boxes.append(_Box(start=m.start(), content_start=k + 1, braced=True, parent=innermost))
+                stack.append((len(boxes) - 1, innermost))
+                innermost = len(boxes) - 1
+                pos = k + 1
+            elif k > pos and (token := _BOX_TOKEN_RE.match(text, k)) is not None:
+                # `\boxed 5` (as in a few MATH solutions): the token up to whitespace or `$`.
+                boxes.append(_Box(m.start(), content_start=k, braced=False, end=token.end(), parent=innermost))
+                pos = token.end()
+        elif m.group(2) == "{":
+            stack.append((-1, innermost))
+        elif m.group(2) == "}" and stack:
+            box_index, innermost = stack.pop()
+            if box_index >= 0:
+                boxes[box_index].end = m.end()
+    for box in boxes:  # parents come before their children
+        if box.parent >= 0:
+            parent = boxes[box.parent]
+            box.inside_complete = parent.end >= 0 or parent.inside_complete
     return boxes
 
 
-def _unwrap_inner_boxes(content: str) -> str:
-    """Remove box wrappers inside a box: `\\boxed{\\boxed{3}}` -> `3`, `\\boxed{x=\\boxed{3}}` -> `x=3`."""
-    for _ in range(10):  # bounded: boxes are rarely nested more than twice
-        boxes = _find_boxes(content)
-        if not boxes:
+def _box_content(text: str, boxes: list[_Box], index: int) -> str:
+    """The content of complete box ``index`` with the wrappers of complete boxes inside it removed.
+
+    `\\boxed{\\boxed{3}}` -> `3`, `\\boxed{x = \\boxed{3}}` -> `x = 3`: inner boxes are cut out by position, not by
+    re-scanning, so any nesting depth costs one pass.
+    """
+    box = boxes[index]
+    content_end = box.end - 1 if box.braced else box.end
+    cuts: list[tuple[int, int]] = []
+    for inner_index in range(index + 1, len(boxes)):
+        inner = boxes[inner_index]
+        if inner.start >= box.end:
             break
-        parts = []
-        last = 0
-        for start, end, inner in boxes:
-            parts.append(content[last:start])
-            parts.append(inner)
-            last = end
-        parts.append(content[last:])
-        content = "".join(parts)
-    return content
+        if inner.end < 0:
+            continue
+        cuts.append((inner.start, inner.content_start))
+        if inner.braced:
+            cuts.append((inner.end - 1, inner.end))
+    if not cuts:
+        return text[box.content_start : content_end]
+    cuts.sort()
+    parts, pos = [], box.content_start
+    for start, end in cuts:
+        if start >= pos:
+            parts.append(text[pos:start])
+        pos = max(pos, end)
+    parts.append(text[pos:content_end])
+    return "".join(parts)
+
+
+def _answer_boxes(text: str) -> tuple[list[_Box], list[int]]:
+    """All boxes, and the indices of the complete boxes that are not inside another complete box, in order."""
+    boxes = _scan_boxes(text)
+    return boxes, [i for i, box in enumerate(boxes) if box.end >= 0 and not box.inside_complete]
 
 
 def extract_boxed_answer(text: str) -> str | None:
@@ -152,39 +240,154 @@ def extract_boxed_answer(text: str) -> str | None:
     - `\\boxed{}` -> `""` (a box, with an empty answer, graded incorrect).
     - A box cut off before its closing brace is ignored; the last *complete* box before it (if any) is the answer,
       otherwise the result is None (no box).
+
+    This is the single-box rule only; :func:`extract_answer` also joins a trailing run of boxes.
     """
-    boxes = _find_boxes(text)
-    if not boxes:
-        return None
-    return _unwrap_inner_boxes(boxes[-1][2]).strip()
+    boxes, answers = _answer_boxes(text)
+    return _box_content(text, boxes, answers[-1]).strip() if answers else None
+
+
+def _label_before(text: str, start: int, floor: int = 0) -> tuple[str | None, int]:
+    """The label written just before position ``start`` (`x = ` in `x = \\boxed{2}`), not before ``floor``, and
+    where it begins."""
+    m = _LABEL_RE.search(text, max(floor, start - _MAX_LABEL_CHARS), start)
+    return (m.group(1), m.start()) if m else (None, start)
+
+
+def _is_connective(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]``, the gap between two boxes, is only connective text (plus a label at its end)."""
+    _, end = _label_before(text, end, floor=start)
+    return end - start <= _MAX_CONNECTIVE_CHARS and _CONNECTIVE_RE.fullmatch(text, start, end) is not None
+
+
+def _trailing_run(text: str, boxes: list[_Box], answers: list[int]) -> list[int]:
+    """The answer boxes at the end of ``answers`` separated only by connective text (at least the last box)."""
+    run = [answers[-1]]
+    for index in reversed(answers[:-1]):
+        if len(run) > MAX_JOINED_BOXES or not _is_connective(text, boxes[index].end, boxes[run[-1]].start):
+            break
+        run.append(index)
+    return [answers[-1]] if len(run) > MAX_JOINED_BOXES else run[::-1]
+
+
+def _tuple_shaped(gold: str) -> bool:
+    """Whether ``gold`` is one parenthesized list, `(a, b)`: then separately boxed parts are compared in order.
+
+    `(2, 2), (6, 2)` is a list of tuples, not one tuple; an unordered list such as `-2, 1` or `\\{1, 2\\}` is not
+    tuple-shaped either.
+    """
+    s = normalize_answer(gold)
+    if len(s) < 2 or s[0] != "(" or s[-1] != ")":
+        return False
+    depth, has_comma = 0, False
+    for i, ch in enumerate(s):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0 and i != len(s) - 1:
+                return False  # the first group closes before the end: `(a), (b)`
+        elif ch == "," and depth == 1:
+            has_comma = True
+    return has_comma
+
+
+def extract_answer(completion: str, gold: str = "") -> tuple[str | None, str]:
+    """The predicted answer of ``completion`` and the rule (one of :data:`RULES`) that produced it.
+
+    - No complete box: ``(None, "none")``.
+    - The completion ends in a run of boxes separated only by connective text (`$\\boxed{-2}$ and $\\boxed{1}$`,
+      `\\boxed{(2,2)} \\quad \\text{and} \\quad \\boxed{(6,2)}`, `\\boxed{1},\\boxed{2}`): the distinct parts of the
+      run, joined by ", " (an unordered list), or wrapped as `(a, b)` when ``gold`` is one parenthesized tuple.
+      Rule ``"joined_run"``. A run that repeats one value (`\\boxed{17} or \\boxed{17}`) is that value.
+    - Otherwise the last box (boxes separated by reasoning: the last one wins). Rule ``"single_box"``.
+    """
+    boxes, answers = _answer_boxes(completion)
+    if not answers:
+        return None, "none"
+    run = _trailing_run(completion, boxes, answers)
+    if len(run) == 1:
+        return _box_content(completion, boxes, run[0]).strip(), "single_box"
+    parts: list[str] = []
+    seen: set[str] = set()
+    floor = 0
+    for index in run:
+        part = _box_content(completion, boxes, index).strip()
+        label, _ = _label_before(completion, boxes[index].start, floor)
+        floor = boxes[index].end
+        if label is not None:  # `x = \boxed{2}, y = \boxed{3}` -> `x = 2, y = 3`
+            part = f"{label} = {part}"
+        key = normalize_answer(part)
+        if key not in seen:
+            seen.add(key)
+            parts.append(part)
+    if len(parts) == 1:
+        return parts[0], "single_box"
+    joined = ", ".join(parts)
+    # The parts are the components of a tuple gold only when they are not themselves lists or tuples.
+    as_tuple = _tuple_shaped(gold) and not any(_tuple_shaped(part) or "," in part for part in parts)
+    return (f"({joined})" if as_tuple else joined), "joined_run"
+
+
+def _as_text(value: Any) -> str:
+    return "" if value is None else value if isinstance(value, str) else str(value)
+
+
+def _gold_answer(gold: Any) -> str:
+    """The reference answer as a string; a reference written as a boxed solution is reduced to its box."""
+    gold = _as_text(gold)  # datasets sometimes hold integer answers
+    if any(marker in gold for marker in _BOX_MARKERS):
+        answer, _ = extract_answer(gold)
+        if answer is not None:
+            return answer
+    return gold
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # String normalization (the cheap path, also used as the majority-vote key)
 # ----------------------------------------------------------------------------------------------------------------
 
-_TEXT_WRAPPER_RE = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|mathit)\s*\{")
+# Wrapper commands whose content is kept (`\text{cm}` -> `cm`), brace escapes, and braces, in one scan.
+_WRAPPER_SCAN_RE = re.compile(
+    r"(\\(?:text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|mathit)\s*\{)|\\.|([{}])", re.DOTALL
+)
 # A `\\` pair (row separator) is matched first so that `\\ ` is never read as the spacing command `\ `.
 _SPACING_RE = re.compile(r"(\\\\)|\\[!,;:> ]|\\q?quad(?![A-Za-z])|~")
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![A-Za-z])\.?")
+_DFRAC_RE = re.compile(r"\\[dt]frac(?![A-Za-z])")
 _DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![A-Za-z])|\\degree(?![A-Za-z])|°")
+_WHITESPACE_RE = re.compile(r"\s+")
 
 
-def _unwrap_command(text: str, pattern: re.Pattern[str]) -> str:
-    """Replace every `\\cmd{content}` matched by ``pattern`` (which ends at the `{`) by `content`, recursively."""
-    out = []
-    pairs = _brace_pairs(text)
+def _unwrap_wrappers(text: str) -> str:
+    """Replace every closed `\\text{content}` (and `\\mbox`, `\\mathrm`, ...) by `content`, at any depth.
+
+    One pass with a brace stack: each wrapper whose brace closes loses its opening `\\text{` and its closing `}`.
+    An unclosed wrapper is left as it is.
+    """
+    cuts: list[tuple[int, int]] = []
+    stack: list[tuple[int, int] | None] = []  # per open brace: the span of its wrapper's `\text{`, or None
     pos = 0
-    while (m := pattern.search(text, pos)) is not None:
-        end = pairs.get(m.end() - 1)
-        if end is None:  # unclosed: leave it as it is
-            out.append(text[pos : m.end()])
-        else:
-            out.append(text[pos : m.start()])
-            out.append(_unwrap_command(text[m.end() : end - 1], pattern))
-        pos = m.end() if end is None else end
-    out.append(text[pos:])
-    return "".join(out)
+    while (m := _WRAPPER_SCAN_RE.search(text, pos)) is not None:
+        pos = m.end()
+        if m.group(1) is not None:
+            stack.append(m.span())
+        elif m.group(2) == "{":
+            stack.append(None)
+        elif m.group(2) == "}" and stack:
+            opening = stack.pop()
+            if opening is not None:
+                cuts.append(opening)
+                cuts.append(m.span())
+    if not cuts:
+        return text
+    cuts.sort()
+    parts, pos = [], 0
+    for start, end in cuts:
+        parts.append(text[pos:start])
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
 
 
 def normalize_answer(answer: str) -> str:
@@ -194,60 +397,36 @@ def normalize_answer(answer: str) -> str:
     markup that never changes the value: whitespace, `\\left`/`\\right`, spacing commands (`\\!`, `\\,`, ...),
     `\\dfrac`/`\\tfrac`, degree signs, `\\text{}`-like wrappers, dollar signs and trailing periods.
     """
-    s = _unwrap_command(answer.strip(), _TEXT_WRAPPER_RE)
+    s = _unwrap_wrappers(answer.strip())
     s = _LEFT_RIGHT_RE.sub("", s)
     s = _SPACING_RE.sub(lambda m: m.group(1) or "", s)
-    s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
+    s = _DFRAC_RE.sub(r"\\frac", s)
     s = _DEGREE_RE.sub("", s)
     s = s.replace("\\$", "").replace("$", "").replace("\\%", "%")
-    s = re.sub(r"\s+", "", s)
+    s = _WHITESPACE_RE.sub("", s)
     return s.rstrip(".")
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Equivalence
+# Grading one answer (in this process, no time bound)
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _silence_math_verify() -> None:
-    """Skip math-verify's one-time "timeout is disabled" warnings: we disable its signal timeouts on purpose, because
-    the time bound comes from killable worker processes (see :func:`grade_many`)."""
-    import math_verify.grader
-    import math_verify.parser
-
-    math_verify.grader.TIMEOUT_WARNING_SHOWN = True
-    math_verify.parser.TIMEOUT_WARNING_SHOWN = True
+_BARE_CHOICE_RE = re.compile(r"\(?([A-E])\)?")
+_LABELLED_CHOICE_RE = re.compile(r"\(([A-E])\)")
 
 
-def _to_math_mode(answer: str) -> str:
-    """Wrap an answer in `$...$` so math-verify's LaTeX extractor takes the whole string.
+def _choice_verdict(norm_pred: str, norm_gold: str) -> bool | None:
+    """Multiple choice: a bare letter (`C`, `(C)`) against a labelled option (`(C) 15`) compares the letters.
 
-    Bare strings go through its plain-expression extractor, which misreads `1,2,3` as 1.2 and `5\\sqrt{2}` as 5.
-    Inline math may not contain newlines or unescaped dollars, so both are removed first.
+    Both letters are compared only when one side is nothing but a letter and the other starts with a letter in
+    parentheses; a bare letter on both sides is left to the general rules (`A` can be a variable).
     """
-    s = answer.replace("\n", " ").replace("\r", " ")
-    s = re.sub(r"(?<!\\)\$", "", s)
-    return f"${s.strip()}$"
-
-
-def _parse(answer: str) -> tuple[list[Any], bool]:
-    """math-verify ``parse`` of one answer, plus whether the parse covered the whole string.
-
-    math-verify returns ``[sympy_expr, extracted_latex]``; the extracted latex is its own normalization of the part
-    of the input it matched. When that differs from the normalization of the whole input, the extractor matched only
-    a piece (e.g. a prefix) and a "correct" verdict could come from the dropped part being ignored.
-    """
-    from latex2sympy2_extended.math_normalization import normalize_latex
-    from math_verify import LatexExtractionConfig, parse
-
-    config = LatexExtractionConfig()
-    wrapped = _to_math_mode(answer)
-    # Only the LaTeX extractor: the plain-expression extractor would turn an unparsable answer into its first number.
-    parsed = parse(wrapped, extraction_config=[config], parsing_timeout=None)
-    expected = normalize_latex(wrapped[1:-1], config=config.normalization_config)
-    extracted = next((p for p in reversed(parsed) if isinstance(p, str)), None)
-    whole = extracted is not None and re.sub(r"\s+", "", extracted) == re.sub(r"\s+", "", expected)
-    return parsed, whole
+    for bare, labelled in ((norm_gold, norm_pred), (norm_pred, norm_gold)):
+        if (b := _BARE_CHOICE_RE.fullmatch(bare)) and (lab := _LABELLED_CHOICE_RE.match(labelled)):
+            if lab.end() < len(labelled):
+                return b.group(1) == lab.group(1)
+    return None
 
 
 def _string_match(pred: str, gold: str) -> bool | None:
@@ -257,22 +436,7 @@ def _string_match(pred: str, gold: str) -> bool | None:
         return False
     if norm_pred == norm_gold:
         return True
-    return None
-
-
-def _math_verify_match(pred: str, gold: str) -> bool:
-    """math-verify's verdict on two answer strings (no time bound; math-verify's own signal timeouts are off)."""
-    from math_verify import verify
-
-    _silence_math_verify()
-    gold_parsed, gold_whole = _parse(gold)
-    pred_parsed, pred_whole = _parse(pred)
-    if not gold_parsed or not pred_parsed:
-        return False
-    if not (gold_whole and pred_whole):
-        # A partial parse can only be trusted to say "different": equality could rest on the ignored remainder.
-        return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+    return _choice_verdict(norm_pred, norm_gold)
 
 
 def answers_match(pred: str, gold: str) -> bool:
@@ -281,35 +445,32 @@ def answers_match(pred: str, gold: str) -> bool:
     In-process and without a time bound: use :func:`grade_many` for untrusted input.
     """
     verdict = _string_match(pred, gold)
-    return verdict if verdict is not None else _math_verify_match(pred, gold)
+    return verdict if verdict is not None else _equivalence.equivalent(pred, gold)
 
 
-def _grade_pred(pred: str | None, gold: str) -> GradeResult:
+def _grade_pred(pred: str | None, rule: str, gold: str) -> GradeResult:
     """Grade an already extracted answer (None = no box)."""
     if pred is None:
-        return GradeResult(pred=None, correct=False, status="no_box")
+        return GradeResult(pred=None, correct=False, status="no_box", rule="none")
     try:
         correct = answers_match(pred, gold)
     except Exception:  # math-verify / sympy can raise (or run out of memory) on odd input: a wrong answer, not a crash
         logger.debug("grading error", exc_info=True)
-        return GradeResult(pred=pred, correct=False, status="error")
-    return GradeResult(pred=pred, correct=correct, status="correct" if correct else "incorrect")
+        return GradeResult(pred=pred, correct=False, status="error", rule=rule)
+    return GradeResult(pred=pred, correct=correct, status="correct" if correct else "incorrect", rule=rule)
 
 
 def grade_one(completion: str, gold: str) -> GradeResult:
     """Grade one completion against its reference answer, in this process and without a time bound."""
-    return _grade_pred(extract_boxed_answer(completion or ""), str(gold))
+    gold = _gold_answer(gold)
+    pred, rule = extract_answer(_as_text(completion), gold)
+    return _grade_pred(pred, rule, gold)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Time-bounded grading in killable worker processes
 # ----------------------------------------------------------------------------------------------------------------
 
-# Workers are fresh interpreters running this module, not multiprocessing children: fork is unsafe once torch's
-# thread pools exist, and spawn/forkserver re-run the caller's ``__main__`` in every worker (an evaluation script
-# importing torch at the top costs ~1.7 s and ~225 MB per worker that way, against ~0.5 s and ~60 MB for
-# sympy/math-verify alone). Requests and results travel as JSON lines over the worker's stdin/stdout.
-_WORKER_BOOTSTRAP = "from mathsft.grading import _worker_main; _worker_main({cpu_limit_s})"
 _READY = "ready"
 # How long a fresh worker may take to import sympy/math-verify before we give up on it.
 _STARTUP_TIMEOUT_S = 120.0
@@ -323,9 +484,11 @@ _ORPHAN_CPU_MARGIN_S = 60
 
 
 def _worker_main(cpu_limit_s: int | None = None) -> None:
-    """Worker loop: answer ``[index, pred, gold]`` JSON lines on stdin with ``[index, correct, status]`` lines.
+    """Worker loop: grade ``[index, completion, gold]`` JSON lines from stdin.
 
-    With ``cpu_limit_s``, the kernel kills the worker once one item has used that many CPU seconds.
+    For each item it writes two JSON lines: ``{"i", "pred", "rule"}`` once the answer is extracted (so a later
+    timeout still knows the prediction), then ``{"i", "correct", "status"}``. With ``cpu_limit_s``, the kernel kills
+    the worker once one item has used that many CPU seconds.
     """
     # Keep a private copy of stdout for the protocol and point fd 1 (and sys.stdout) at stderr, so that stray
     # output from Python or C code cannot corrupt it.
@@ -333,18 +496,27 @@ def _worker_main(cpu_limit_s: int | None = None) -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     _limit_memory()
-    _silence_math_verify()
+
+    def send(message: Any) -> None:
+        out.write(json.dumps(message) + "\n")  # ASCII: lone surrogates and null bytes travel escaped
+        out.flush()
+
     # Warm up imports and the LaTeX parser so the first item's time limit is not spent importing sympy.
-    answers_match("1", "\\frac{2}{2}")
-    out.write(json.dumps(_READY) + "\n")
-    out.flush()
+    grade_one("\\boxed{1}", "\\frac{2}{2}")
+    send(_READY)
     for line in sys.stdin:
-        index, pred, gold = json.loads(line)
+        index, completion, gold = json.loads(line)
         if cpu_limit_s is not None:
             _limit_cpu(cpu_limit_s)
-        r = _grade_pred(pred, gold)
-        out.write(json.dumps([index, r.correct, r.status]) + "\n")
-        out.flush()
+        gold = _gold_answer(gold)
+        pred, rule = extract_answer(completion, gold)
+        send({"i": index, "pred": pred, "rule": rule})
+        result = _grade_pred(pred, rule, gold)
+        send({"i": index, "correct": result.correct, "status": result.status})
+
+
+# The worker is this module's `_worker_main`, named from the objects themselves so a rename cannot leave it stale.
+_WORKER_BOOTSTRAP = f"from {__name__} import {_worker_main.__name__}; {_worker_main.__name__}({{cpu_limit_s}})"
 
 
 def _limit_cpu(seconds: int) -> None:
@@ -380,7 +552,7 @@ def _limit_memory() -> None:
 
 
 class _Worker:
-    """One grading process and the pipes to it."""
+    """One grading process, the pipes to it, and the item it is grading."""
 
     def __init__(self, timeout_s: float) -> None:
         env = dict(os.environ)
@@ -388,32 +560,46 @@ class _Worker:
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join([package_root] + [p or os.getcwd() for p in sys.path])
         env.setdefault("OMP_NUM_THREADS", "1")
-        cpu_limit_s = math.ceil(timeout_s) + _ORPHAN_CPU_MARGIN_S if math.isfinite(timeout_s) else None
+        cpu_limit_s = math.ceil(timeout_s) + _ORPHAN_CPU_MARGIN_S
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _WORKER_BOOTSTRAP.format(cpu_limit_s=cpu_limit_s)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
-            text=True,
-            encoding="utf-8",
         )
         self.started_at = time.monotonic()
         self.ready = False
         self.task: int | None = None  # index of the item being graded
         self.deadline = 0.0
+        self._buffer = b""
 
     def fileno(self) -> int:
         """Lets ``multiprocessing.connection.wait`` watch the worker's stdout."""
         return self.proc.stdout.fileno()
 
-    def submit(self, index: int, pred: str, gold: str, timeout_s: float) -> None:
+    def submit(self, index: int, completion: str, gold: str, timeout_s: float) -> None:
         try:
-            self.proc.stdin.write(json.dumps([index, pred, gold]) + "\n")
+            self.proc.stdin.write(json.dumps([index, completion, gold]).encode("ascii") + b"\n")
             self.proc.stdin.flush()
         except OSError:
             pass  # the worker died; its stdout reaches EOF and the item is recorded as an error
         self.task = index
         self.deadline = time.monotonic() + timeout_s
+
+    def read_messages(self) -> list[Any] | None:
+        """The complete messages available now (possibly none), or None when the worker is dead or garbled.
+
+        Reads the raw pipe, so a message split over several reads, or several messages in one read, are handled
+        without a buffered reader hiding data from ``wait``.
+        """
+        chunk = os.read(self.fileno(), 1 << 16)
+        if not chunk:
+            return None
+        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
+        try:
+            return [json.loads(line) for line in lines]
+        except ValueError:
+            return None
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -442,21 +628,23 @@ def grade_many(
 ) -> list[GradeResult]:
     """Grade ``(completion, gold)`` pairs with a hard per-item time limit; results are in input order.
 
-    Extraction and the string match run here (they cannot hang). The rest runs in ``num_workers`` (default
-    ``os.cpu_count()``) worker processes; an item still running ``timeout_s`` seconds after it was handed out gets
-    status ``"timeout"`` (incorrect), and its worker is killed and replaced. An item whose worker dies (crash, out
-    of memory) gets status ``"error"``.
+    Each item (extraction, string match and math-verify) runs in one of ``num_workers`` (default ``os.cpu_count()``)
+    worker processes under CPU and memory limits. An item still running ``timeout_s`` seconds after it was handed
+    out gets status ``"timeout"`` (incorrect; ``pred`` is kept when extraction had finished), and its worker is
+    killed and replaced. An item whose worker dies (crash, out of memory) gets status ``"error"``. Completions that
+    contain no box command at all are ``no_box`` without starting a worker.
     """
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
+        raise ValueError(f"timeout_s must be a finite number of seconds > 0, got {timeout_s!r}")
+    completions = [_as_text(completion) for completion, _ in items]
+    golds = [_as_text(gold) for _, gold in items]
     results: list[GradeResult | None] = [None] * len(items)
-    preds = [extract_boxed_answer(completion or "") for completion, _ in items]
-    golds = [str(gold) for _, gold in items]  # datasets sometimes hold integer answers
-    pending: list[int] = []
-    for i, (pred, gold) in enumerate(zip(preds, golds, strict=True)):
-        verdict = None if pred is None else _string_match(pred, gold)
-        if pred is None or verdict is not None:
-            results[i] = _grade_pred(pred, gold)  # no box, or decided by the string match: no sympy involved
-        else:
+    pending = []
+    for i, completion in enumerate(completions):
+        if any(marker in completion for marker in _BOX_MARKERS):
             pending.append(i)
+        else:
+            results[i] = GradeResult(pred=None, correct=False, status="no_box", rule="none")
 
     bar = None
     if progress:
@@ -465,98 +653,90 @@ def grade_many(
         bar = tqdm(total=len(items), desc="grading", initial=len(items) - len(pending))
     try:
         if pending:
-            _run_pool(preds, golds, pending, results, timeout_s, num_workers or os.cpu_count() or 1, bar)
+            pool = _Pool(completions, golds, results, timeout_s, bar)
+            pool.run(pending, num_workers or os.cpu_count() or 1)
     finally:
         if bar is not None:
             bar.close()
     return [r if r is not None else GradeResult(pred=None, correct=False, status="error") for r in results]
 
 
-def _run_pool(
-    preds: list[str | None],
-    golds: list[str],
-    pending: list[int],
-    results: list[GradeResult | None],
-    timeout_s: float,
-    num_workers: int,
-    bar: Any,
-) -> None:
-    """Drive the worker pool until every index in ``pending`` has a result."""
-    queue = list(reversed(pending))  # pop() from the end = input order
-    workers: list[_Worker] = []
-    start_failures = 0
-    remaining = len(pending)
+class _Pool:
+    """Drives worker processes until every pending item of one :func:`grade_many` call has a result."""
 
-    def record(index: int, result: GradeResult) -> None:
-        nonlocal remaining
-        results[index] = result
-        remaining -= 1
-        if bar is not None:
-            bar.update(1)
+    def __init__(
+        self,
+        completions: list[str],
+        golds: list[str],
+        results: list[GradeResult | None],
+        timeout_s: float,
+        bar: Any,
+    ) -> None:
+        self.completions, self.golds, self.results = completions, golds, results
+        self.timeout_s = timeout_s
+        self.bar = bar
+        self.extracted: dict[int, tuple[str | None, str]] = {}  # index -> (pred, rule) reported by a worker
+        self.remaining = 0
+        self.start_failures = 0
 
-    try:
-        workers = [_Worker(timeout_s) for _ in range(min(num_workers, len(pending)))]
-        while remaining > 0:
-            for w in workers:
-                if w.ready and w.task is None and queue:
-                    i = queue.pop()
-                    w.submit(i, preds[i], golds[i], timeout_s)
+    def record(self, index: int, correct: bool, status: str) -> None:
+        pred, rule = self.extracted.pop(index, (None, "none"))
+        self.results[index] = GradeResult(pred=pred, correct=correct, status=status, rule=rule)
+        self.remaining -= 1
+        if self.bar is not None:
+            self.bar.update(1)
 
-            deadlines = [
-                w.deadline if w.ready else w.started_at + _STARTUP_TIMEOUT_S
-                for w in workers
-                if w.task is not None or not w.ready
-            ]
-            wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            if wait_s is not None and not math.isfinite(wait_s):
-                wait_s = None
-            readable = wait(workers, timeout=wait_s)
-
-            for k, w in enumerate(workers):
-                if w in readable:
-                    line = w.proc.stdout.readline()
-                    try:
-                        msg = json.loads(line) if line else None
-                    except json.JSONDecodeError:
-                        msg = None  # garbled protocol: treat the worker as dead
-                    if msg is not None:
-                        if msg == _READY:
-                            w.ready = True
-                        else:
-                            index, correct, status = msg
-                            w.task = None
-                            record(index, GradeResult(pred=preds[index], correct=correct, status=status))
-                        continue
-                    # EOF: the process died (crash, killed by the OS). Its item is an error; the worker is replaced.
-                    if w.task is not None:
-                        record(w.task, GradeResult(pred=preds[w.task], correct=False, status="error"))
-                    elif not w.ready:
-                        start_failures += 1
-                        if start_failures > _MAX_START_FAILURES:
-                            raise RuntimeError("grading worker processes keep dying at start-up")
-                    w.kill()
-                    workers[k] = _Worker(timeout_s)
-                    continue
-                now = time.monotonic()
-                if w.task is not None and now >= w.deadline:
-                    record(w.task, GradeResult(pred=preds[w.task], correct=False, status="timeout"))
-                    w.kill()
-                    workers[k] = _Worker(timeout_s)
-                elif not w.ready and now >= w.started_at + _STARTUP_TIMEOUT_S:
-                    raise RuntimeError(f"grading worker did not start within {_STARTUP_TIMEOUT_S:.0f} s")
-    finally:
-        for w in workers:
-            w.stop()
-
-
-def grader_identity() -> dict[str, str]:
-    """Which grader produced a grade: this module and the versions of the libraries that decide equivalence."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    identity = {"module": __name__}
-    for package in ("math-verify", "latex2sympy2_extended", "sympy"):
+    def run(self, pending: list[int], num_workers: int) -> None:
+        queue = list(reversed(pending))  # pop() from the end = input order
+        self.remaining = len(pending)
+        workers = [_Worker(self.timeout_s) for _ in range(min(num_workers, len(pending)))]
         try:
-            identity[package] = version(package)
-        except PackageNotFoundError:
-            identity[package] = "missing"
-    return identity
+            while self.remaining > 0:
+                for w in workers:
+                    if w.ready and w.task is None and queue:
+                        i = queue.pop()
+                        w.submit(i, self.completions[i], self.golds[i], self.timeout_s)
+                readable = wait(workers, timeout=self._wait_seconds(workers))
+                for k, w in enumerate(workers):
+                    if not self._serve(w, w in readable):
+                        w.kill()
+                        workers[k] = _Worker(self.timeout_s)
+        finally:
+            for w in workers:
+                w.stop()
+
+    def _wait_seconds(self, workers: list[_Worker]) -> float | None:
+        deadlines = [
+            w.deadline if w.ready else w.started_at + _STARTUP_TIMEOUT_S
+            for w in workers
+            if w.task is not None or not w.ready
+        ]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _serve(self, w: _Worker, readable: bool) -> bool:
+        """Handle one worker's messages and deadlines; False when it must be replaced."""
+        if readable:
+            messages = w.read_messages()
+            if messages is None:  # EOF or garbage: the process died (crash, killed by the OS)
+                if w.task is not None:
+                    self.record(w.task, False, "error")
+                elif not w.ready:
+                    self.start_failures += 1
+                    if self.start_failures > _MAX_START_FAILURES:
+                        raise RuntimeError("grading worker processes keep dying at start-up")
+                return False
+            for message in messages:
+                if message == _READY:
+                    w.ready = True
+                elif "pred" in message:
+                    self.extracted[message["i"]] = (message["pred"], message["rule"])
+                else:
+                    w.task = None
+                    self.record(message["i"], message["correct"], message["status"])
+        now = time.monotonic()
+        if w.task is not None and now >= w.deadline:
+            self.record(w.task, False, "timeout")
+            return False
+        if not w.ready and now >= w.started_at + _STARTUP_TIMEOUT_S:
+            raise RuntimeError(f"grading worker did not start within {_STARTUP_TIMEOUT_S:.0f} s")
+        return True

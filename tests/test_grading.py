@@ -1,4 +1,6 @@
-"""Tests for mathsft.grading: extraction, equivalence, the hard time bound, and the MATH-500 reference solutions."""
+"""Tests for mathsft.grading and mathsft.equivalence: extraction, equivalence, the hard time bound, and the MATH-500
+reference solutions. Multi-part answers and answer conventions: test_grading_multipart.py; hostile input and the
+grader's identity: test_grading_robustness.py."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mathsft import grading
+from mathsft import equivalence, grading
 from mathsft.grading import GradeResult, answers_match, extract_boxed_answer, grade_many, grade_one, normalize_answer
 
 MATH500 = Path(__file__).resolve().parents[1].parent / "shared/data/math500/test.jsonl"
@@ -156,10 +158,10 @@ def test_answers_match_incorrect(pred: str, gold: str) -> None:
 
 def test_partial_parse_guard(monkeypatch: pytest.MonkeyPatch) -> None:
     # Without sanitizing, math-verify reads `$4 $ \sqrt{2}$` as just `4`; the whole-string check must catch that.
-    monkeypatch.setattr(grading, "_to_math_mode", lambda answer: f"${answer}$")
-    parsed, whole = grading._parse("4 $ \\sqrt{2}")
+    monkeypatch.setattr(equivalence, "_to_math_mode", lambda answer: f"${answer}$")
+    parsed, whole = equivalence._parse("4 $ \\sqrt{2}")
     assert parsed and not whole
-    assert not grading._math_verify_match("4", "4 $ \\sqrt{2}")
+    assert not equivalence.equivalent("4", "4 $ \\sqrt{2}")
 
 
 @pytest.mark.parametrize(
@@ -217,7 +219,6 @@ def test_grade_many_matches_grade_one() -> None:
 def test_grade_many_edge_cases() -> None:
     assert grade_many([]) == []
     assert grade_many([("\\boxed{7}", 7)], num_workers=1) == [GradeResult("7", True, "correct")]  # int gold
-    # Decided without starting any worker: no box, or an exact string match.
     assert grade_many([("x", "1"), ("\\boxed{1}", "1")], num_workers=1) == [
         GradeResult(None, False, "no_box"),
         GradeResult("1", True, "correct"),
@@ -231,10 +232,10 @@ import mathsft.grading as g
 _grade_pred = g._grade_pred
 
 
-def _crash_on_request(pred, gold):
+def _crash_on_request(pred, rule, gold):
     if pred == "CRASH":
         os._exit(3)
-    return _grade_pred(pred, gold)
+    return _grade_pred(pred, rule, gold)
 
 
 g._grade_pred = _crash_on_request
@@ -287,7 +288,7 @@ def test_math500_gold_answers_parse_whole_and_equal_themselves() -> None:
     rows = _load_math500()
     bad = []
     for answer in sorted({r["answer"] for r in rows}):
-        parsed, whole = grading._parse(answer)
-        if not (parsed and whole and grading._math_verify_match(answer, answer)):
+        parsed, whole = equivalence._parse(answer)
+        if not (parsed and whole and equivalence.equivalent(answer, answer)):
             bad.append(answer)
     assert not bad

@@ -34,10 +34,12 @@ _CITATION = """\
 
 _DESCRIPTION = """\
 Grades model completions on MATH-style problems. The predicted answer is the content of the last complete
-\\boxed{...} (or \\fbox{...}) in the completion; a completion without one is wrong ("no_box"). The answer is
-compared with the reference answer by a normalized string match, then by math-verify (symbolic / numeric
-equivalence, intervals, sets, matrices, equations, units and degree signs ignored). Every comparison that needs
-sympy runs in a worker process with a hard time limit, so pathological answers cannot hang the evaluation.
+\\boxed{...} (or \\fbox{...}) in the completion, or, when the completion ends in several boxes separated only by
+connective text ("$\\boxed{-2}$ and $\\boxed{1}$"), those parts taken together; a completion without a box is wrong
+("no_box"). The answer is compared with the reference answer by a normalized string match, then by math-verify
+(symbolic / numeric equivalence, intervals and inequalities both ways, sets, tuples, matrices, equations, units and
+degree signs ignored). All of it, extraction included, runs in worker processes with a hard time limit per answer,
+so pathological completions cannot hang the evaluation.
 The rules are those of `mathsft.grading` (see docs/grading.md in the mathsft repository).
 """
 
