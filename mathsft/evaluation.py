@@ -277,7 +277,7 @@ def _grade_rows(rows: list[dict[str, Any]], timeout_s: float, num_workers: int |
         [(row["completion"], str(row["gold"])) for row in rows], timeout_s=timeout_s, num_workers=num_workers
     )
     for row, result in zip(rows, results, strict=True):
-        row["pred"], row["correct"], row["status"], row["rule"] = result.pred, result.correct, result.status, result.rule
+        row.update(pred=result.pred, correct=result.correct, status=result.status, rule=result.rule)
 
 
 def _requests(run: EvalRun, tokenizer: Any) -> tuple[dict[int, str], list[Any]]:

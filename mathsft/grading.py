@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from multiprocessing.connection import wait
-from typing import Any
+from typing import IO, Any
 
 # The equivalence backend: the one line to change to swap it (see mathsft/equivalence.py for the contract).
 from mathsft import equivalence as _equivalence
@@ -172,7 +172,8 @@ def _scan_boxes(text: str) -> list[_Box]:
     while (m := _SCAN_RE.search(text, pos)) is not None:
         pos = m.end()
         if m.group(1) is not None:  # a box command
-            k = _BLANKS_RE.match(text, pos).end()  # `\boxed {x}` is legal LaTeX
+            blanks = _BLANKS_RE.match(text, pos)  # `\boxed {x}` is legal LaTeX
+            k = blanks.end() if blanks else pos
             if k < n and text[k] == "{":
                 boxes.append(_Box(start=m.start(), content_start=k + 1, braced=True, parent=innermost))
                 stack.append((len(boxes) - 1, innermost))
@@ -567,6 +568,9 @@ class _Worker:
             stdout=subprocess.PIPE,
             env=env,
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both are pipes
+        self.stdin: IO[bytes] = self.proc.stdin
+        self.stdout: IO[bytes] = self.proc.stdout
         self.started_at = time.monotonic()
         self.ready = False
         self.task: int | None = None  # index of the item being graded
@@ -575,12 +579,12 @@ class _Worker:
 
     def fileno(self) -> int:
         """Lets ``multiprocessing.connection.wait`` watch the worker's stdout."""
-        return self.proc.stdout.fileno()
+        return self.stdout.fileno()
 
     def submit(self, index: int, completion: str, gold: str, timeout_s: float) -> None:
         try:
-            self.proc.stdin.write(json.dumps([index, completion, gold]).encode("ascii") + b"\n")
-            self.proc.stdin.flush()
+            self.stdin.write(json.dumps([index, completion, gold]).encode("ascii") + b"\n")
+            self.stdin.flush()
         except OSError:
             pass  # the worker died; its stdout reaches EOF and the item is recorded as an error
         self.task = index
@@ -605,7 +609,7 @@ class _Worker:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout):
+        for f in (self.stdin, self.stdout):
             try:
                 f.close()
             except OSError:
@@ -613,7 +617,7 @@ class _Worker:
 
     def stop(self) -> None:
         try:
-            self.proc.stdin.close()  # EOF ends the worker loop
+            self.stdin.close()  # EOF ends the worker loop
             self.proc.wait(timeout=2)
         except (OSError, subprocess.TimeoutExpired):
             pass
@@ -696,7 +700,7 @@ class _Pool:
                     if w.ready and w.task is None and queue:
                         i = queue.pop()
                         w.submit(i, self.completions[i], self.golds[i], self.timeout_s)
-                readable = wait(workers, timeout=self._wait_seconds(workers))
+                readable = wait(workers, timeout=self._wait_seconds(workers))  # type: ignore[arg-type]  # has fileno
                 for k, w in enumerate(workers):
                     if not self._serve(w, w in readable):
                         w.kill()
