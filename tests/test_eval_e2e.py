@@ -10,6 +10,7 @@ import pytest
 
 import run_eval
 from conftest import SMOKE_DATA, SMOKE_MODEL, run_cli
+from mathsft.artifacts import EvalSummary, schema_problems
 from mathsft.evaluation import _INTERRUPT_ENV
 from mathsft.generation import load_tokenizer
 from mathsft.template import render_generation_prompt
@@ -17,7 +18,7 @@ from mathsft.template import render_generation_prompt
 BASE = ["run_eval.py", "--model", str(SMOKE_MODEL), "--dataset", str(SMOKE_DATA), "--no_progress"]
 GREEDY = [*BASE, "--limit", "6", "--max_new_tokens", "16"]
 ROW_FIELDS = {
-    "id", "unique_id", "subject", "level", "sample", "prompt", "completion", "pred", "gold", "correct", "status",
+    "id", "unique_id", "subject", "level", "sample", "prompt", "completion", "pred", "gold", "correct", "status", "rule",
     "finish_reason", "num_tokens",
 }  # fmt: skip
 
@@ -45,6 +46,7 @@ def test_outputs(greedy_run):
         assert row["sample"] == 0 and row["finish_reason"] in {"stop", "length"}
         assert 1 <= row["num_tokens"] <= 16 and row["status"] in {"correct", "incorrect", "no_box", "timeout", "error"}
     summary = json.loads((greedy_run / "summary.json").read_text())
+    assert schema_problems(summary, EvalSummary) == []  # the writer fills the one schema the report reads
     assert summary["num_problems"] == 6 and summary["num_samples"] == 1
     assert summary["truncated"] == sum(row["finish_reason"] == "length" for row in rows)
     assert summary["no_box"] == sum(row["status"] == "no_box" for row in rows)
