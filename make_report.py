@@ -1,10 +1,12 @@
 """Rebuild the study report from finished runs: study dirs, training run dirs and/or evaluation dirs.
 
-    python make_report.py runs/study-* --output report/
+    python make_report.py runs/study-smoke --output report/
+    python make_report.py runs/study-* --output reports/      # several studies: one report each, reports/<study>/
     python make_report.py runs/smoke-adamw runs/smoke-sgd runs/eval/base --output report/ --log_scale
 
 A study dir contributes train/* and eval/* (eval/base is the base model, eval/<method> that method's best run).
-See docs/study.md for how evaluation dirs given on their own are matched to runs.
+A report never mixes two studies: several study dirs get one report each, and study dirs mixed with other dirs are
+refused. See docs/study.md for how evaluation dirs given on their own are matched to runs.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from mathsft.errors import exit_on_user_error
-from mathsft.report import write_report
+from mathsft.report import write_reports
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,8 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    report = write_report(args.sources, args.output, log_scale=args.log_scale)
-    print(f"report: {report}")
+    for report in write_reports(args.sources, args.output, log_scale=args.log_scale):
+        print(f"report: {report}")
 
 
 if __name__ == "__main__":

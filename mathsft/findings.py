@@ -17,7 +17,7 @@ files, so the rules are testable on hand-made numbers. No sentence is written th
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mathsft.stats import PairedComparison
@@ -45,6 +45,7 @@ class MethodResult:
     diverged: bool = False
     interrupted: bool = False
     device: str | None = None
+    diverged_step: int | None = None  # where a diverged run stopped, when known
 
     @property
     def completed(self) -> bool:
@@ -86,9 +87,9 @@ def _loss(value: float) -> str:
     return f"{value:.3f}"
 
 
-def _loss_at(m: MethodResult) -> str:
+def _loss_at(m: MethodResult, loss: float) -> str:
     step = "" if m.lowest_val_loss_step is None else f" at step {m.lowest_val_loss_step}"
-    return f"{_loss(m.lowest_val_loss)}{step}"
+    return f"{_loss(loss)}{step}"
 
 
 def _duration(seconds: float) -> str:
@@ -122,23 +123,24 @@ def _names(names: Sequence[str]) -> str:
 
 
 def _loss_sentence(methods: Sequence[MethodResult]) -> str | None:
-    eligible = [
-        m for m in methods if m.completed and m.lowest_val_loss is not None and math.isfinite(m.lowest_val_loss)
-    ]
-    if not eligible:
+    ranked = sorted(
+        ((m, m.lowest_val_loss) for m in methods
+         if m.completed and m.lowest_val_loss is not None and math.isfinite(m.lowest_val_loss)),
+        key=lambda item: item[1],
+    )  # fmt: skip
+    if not ranked:
         return None
-    ranked = sorted(eligible, key=lambda m: m.lowest_val_loss)
     if len(ranked) == 1:
-        return f"{ranked[0].name}'s lowest validation loss was {_loss_at(ranked[0])}."
+        return f"{ranked[0][0].name}'s lowest validation loss was {_loss_at(*ranked[0])}."
     # Runs equal to the quoted precision tie: naming one of them "lowest" would claim what the numbers cannot show.
-    best = [m for m in ranked if _loss(m.lowest_val_loss) == _loss(ranked[0].lowest_val_loss)]
+    best = [item for item in ranked if _loss(item[1]) == _loss(ranked[0][1])]
     rest = ranked[len(best):]
     if len(best) == 1:
-        head = f"{best[0].name} reached the lowest validation loss, {_loss_at(best[0])}"
+        head = f"{best[0][0].name} reached the lowest validation loss, {_loss_at(*best[0])}"
     else:
-        head = (f"{_names([m.name for m in best])} tie for the lowest validation loss, "
-                + "; ".join(f"{m.name} {_loss_at(m)}" for m in best))
-    tail = f" (then {'; '.join(f'{m.name} {_loss_at(m)}' for m in rest)})" if rest else ""
+        head = (f"{_names([m.name for m, _ in best])} tie for the lowest validation loss, "
+                + "; ".join(f"{m.name} {_loss_at(m, loss)}" for m, loss in best))
+    tail = f" (then {'; '.join(f'{m.name} {_loss_at(m, loss)}' for m, loss in rest)})" if rest else ""
     return head + tail + "."
 
 
@@ -150,7 +152,7 @@ def _memory_group(kind: str | None) -> str | None:
     return "cpu" if kind.startswith("cpu") else None
 
 
-def _relative_list(items: list[tuple[str, float]], fmt, most: str) -> str:
+def _relative_list(items: list[tuple[str, float]], fmt: Callable[[float], str], most: str) -> str:
     """``a 7.40 GiB (the most), b 5.25 GiB (71% of a), ...`` from (name, value) pairs sorted high to low."""
     top_name, top_value = items[0]
     parts = [f"{top_name} {fmt(top_value)} ({most})"]
@@ -167,9 +169,10 @@ def _memory_sentences(methods: Sequence[MethodResult]) -> list[str]:
     for group, label in labels.items():
         items = sorted(
             ((m.name, m.peak_memory_gib) for m in methods
-             if m.completed and (m.peak_memory_gib or 0) > 0 and _memory_group(m.memory_kind) == group),
+             if m.completed and m.peak_memory_gib is not None and m.peak_memory_gib > 0
+             and _memory_group(m.memory_kind) == group),
             key=lambda item: -item[1],
-        )
+        )  # fmt: skip
         if len(items) >= 2:
             sentences.append(f"{label}: {_relative_list(items, lambda v: f'{v:.2f} GiB', 'the most')}.")
     return sentences
@@ -178,31 +181,31 @@ def _memory_sentences(methods: Sequence[MethodResult]) -> list[str]:
 def _time_sentences(methods: Sequence[MethodResult]) -> list[str]:
     devices: dict[str | None, list[tuple[str, float]]] = {}
     for m in methods:
-        if m.completed and (m.seconds_per_epoch or 0) > 0:
+        if m.completed and m.seconds_per_epoch is not None and m.seconds_per_epoch > 0:
             devices.setdefault(m.timing_device, []).append((m.name, m.seconds_per_epoch))
+    labels = {"cpu": "Time per epoch (on CPU, indicative)", "cuda": "Time per epoch (on GPU)"}
     sentences = []
     for device, items in devices.items():
         if len(items) < 2:
             continue
-        label = {"cpu": "Time per epoch (on CPU, indicative)", "cuda": "Time per epoch (on GPU)"}.get(
-            device, "Time per epoch")
         items.sort(key=lambda item: -item[1])
+        label = labels.get(device or "", "Time per epoch")
         sentences.append(f"{label}: {_relative_list(items, _duration, 'the longest')}.")
     return sentences
 
 
 def _accuracy_sentence(methods: Sequence[MethodResult]) -> str | None:
-    scored = sorted((m for m in methods if m.accuracy is not None), key=lambda m: -m.accuracy)
+    scored = sorted(((m, m.accuracy) for m in methods if m.accuracy is not None), key=lambda item: -item[1])
     if not scored:
         return None
 
-    def text(m: MethodResult) -> str:
+    def text(m: MethodResult, accuracy: float) -> str:
         if m.accuracy_ci95 is None:
-            return f"{m.name} {_percent(m.accuracy)}"
+            return f"{m.name} {_percent(accuracy)}"
         low, high = m.accuracy_ci95
-        return f"{m.name} {_percent(m.accuracy)} (95% CI {_percent(low)} to {_percent(high)})"
+        return f"{m.name} {_percent(accuracy)} (95% CI {_percent(low)} to {_percent(high)})"
 
-    return "Accuracy: " + ", ".join(text(m) for m in scored) + "."
+    return "Accuracy: " + ", ".join(text(m, accuracy) for m, accuracy in scored) + "."
 
 
 def _verdict(r: PairedComparison) -> str:
@@ -229,10 +232,11 @@ def _comparison_sentence(c: Comparison) -> str:
 
 
 def _incomplete_sentence(m: MethodResult) -> str:
+    diverged = "diverged (non-finite loss)" + ("" if m.diverged_step is None else f" at step {m.diverged_step}")
     if m.diverged and m.interrupted:
-        what = "diverged (non-finite loss) and was interrupted"
+        what = f"{diverged} and was interrupted"
     elif m.diverged:
-        what = "diverged (non-finite loss)"
+        what = diverged
     else:
         what = "was interrupted before it finished"
     return f"{m.name} {what}; its loss, memory and time are left out of the comparisons above."

@@ -10,7 +10,8 @@ The static part follows from the parameter counts and dtypes alone, so it is com
   momentum buffer, none when momentum is 0. ``torch.optim`` allocates them with ``zeros_like(param)``, i.e. at the
   parameter's dtype, so with the project's default float32 weights (bf16 autocast, fp32 master weights) they are
   fp32. AdamW's per-tensor ``step`` scalar is ignored (a few bytes per tensor). LoRA trains only its adapters, so
-  its gradients and optimizer state cover the adapters alone.
+  its gradients and optimizer state cover the adapters alone. The count per method is the registry's
+  (``mathsft.methods.METHODS[name].state_buffers_per_parameter``), so a new optimizer brings its own.
 
 Example, Qwen3-0.6B (596,049,920 parameters, tied embeddings) in float32 with AdamW: weights 2.38 GB, gradients
 2.38 GB, AdamW state 4.77 GB.
@@ -22,22 +23,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mathsft.methods import METHODS
+
 __all__ = [
     "GB",
     "GIB",
-    "OPTIMIZER_STATES",
     "StaticMemory",
     "dtype_bytes",
-    "optimizer_state_buffers",
     "static_memory",
+    "state_buffers",
     "static_memory_from_summary",
 ]
 
 GIB = 1024**3
 GB = 1000**3
-
-# Buffers per trainable parameter; SGD's single buffer exists only with momentum (see optimizer_state_buffers).
-OPTIMIZER_STATES = {"adamw": 2, "sgd": 1}
 
 _DTYPE_BYTES = {"float32": 4, "fp32": 4, "float": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "half": 2,
                 "float64": 8, "double": 8}
@@ -101,62 +100,62 @@ class StaticMemory:
         return measured_peak_gib - self.total_gib
 
 
-def optimizer_state_buffers(optimizer: str, momentum: float = 0.0) -> int:
-    """State buffers per trainable parameter: AdamW 2, SGD 1 with momentum and 0 without."""
-    kind = optimizer.lower()
-    if kind not in OPTIMIZER_STATES:
-        raise ValueError(f"unknown optimizer '{optimizer}'; known: {', '.join(sorted(OPTIMIZER_STATES))}")
-    if kind == "sgd" and momentum == 0:
-        return 0  # torch.optim.SGD creates no momentum_buffer when momentum is 0
-    return OPTIMIZER_STATES[kind]
+def state_buffers(method: str, hyperparameters: Mapping[str, Any]) -> int:
+    """Optimizer-state buffers per trainable parameter of a registered method, from the registry
+    (``Method.state_buffers_per_parameter``): AdamW and LoRA 2, SGD 1 with momentum and 0 without."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
+    return METHODS[method].state_buffers_per_parameter(dict(hyperparameters))
 
 
 def static_memory(
     total_params: int,
     trainable_params: int,
     weight_dtype_bytes: int,
-    optimizer: str,
-    momentum: float = 0.0,
+    state_buffers_per_parameter: int,
     trainable_dtype_bytes: int | None = None,
 ) -> StaticMemory:
     """Static memory of a run with ``total_params`` parameters of which ``trainable_params`` train.
 
-    ``optimizer`` is ``"adamw"`` or ``"sgd"`` (LoRA runs pass the optimizer that trains the adapters, and the
-    adapter count as ``trainable_params``). ``trainable_dtype_bytes`` is the trainable parameters' element size when
-    it differs from the frozen weights' (fp32 LoRA adapters on a bf16 base); it defaults to ``weight_dtype_bytes``.
-    Gradients and optimizer state take the trainable parameters' dtype, as torch allocates them.
+    ``state_buffers_per_parameter`` is the optimizer's state tensors per trainable parameter (:func:`state_buffers`;
+    LoRA runs pass the adapter count as ``trainable_params``). ``trainable_dtype_bytes`` is the trainable
+    parameters' element size when it differs from the frozen weights' (fp32 LoRA adapters on a bf16 base); it
+    defaults to ``weight_dtype_bytes``. Gradients and optimizer state take the trainable parameters' dtype, as torch
+    allocates them.
     """
     if not 0 <= trainable_params <= total_params:
         raise ValueError(f"need 0 <= trainable_params <= total_params, got {trainable_params}, {total_params}")
+    if state_buffers_per_parameter < 0:
+        raise ValueError(f"need state_buffers_per_parameter >= 0, got {state_buffers_per_parameter}")
     trainable_bytes = weight_dtype_bytes if trainable_dtype_bytes is None else trainable_dtype_bytes
     frozen = total_params - trainable_params
     return StaticMemory(
         weights_bytes=frozen * weight_dtype_bytes + trainable_params * trainable_bytes,
         gradients_bytes=trainable_params * trainable_bytes,
-        optimizer_state_bytes=optimizer_state_buffers(optimizer, momentum) * trainable_params * trainable_bytes,
+        optimizer_state_bytes=state_buffers_per_parameter * trainable_params * trainable_bytes,
     )
 
 
 def static_memory_from_summary(summary: Mapping[str, Any]) -> StaticMemory | None:
-    """:func:`static_memory` from a ``run_summary.json`` (``total_params``, ``trainable_params``, ``hyperparameters``:
-    ``dtype``, ``optimizer``, ``sgd_momentum``, ``use_peft``).
+    """:func:`static_memory` from a ``run_summary.json``: ``method``, ``total_params``, ``trainable_params`` and
+    ``hyperparameters`` (``dtype``, ``use_peft`` and the hyperparameters the method owns in the registry).
 
-    None when the summary does not say enough: a count or the optimizer is missing, SGD's momentum is missing, or
-    the dtype is ``auto`` (the weights' dtype then came from the checkpoint and was not recorded).
+    None when the summary does not say enough: the method is not registered, a count is missing, a hyperparameter
+    the method owns is missing (e.g. SGD's momentum), or the dtype is ``auto`` (the weights' dtype then came from
+    the checkpoint and was not recorded).
     """
     hyper = summary.get("hyperparameters") or {}
-    total, trainable, optimizer = summary.get("total_params"), summary.get("trainable_params"), hyper.get("optimizer")
+    method, total, trainable = summary.get("method"), summary.get("total_params"), summary.get("trainable_params")
     dtype = hyper.get("dtype") or "float32"  # training loads float32 when no dtype is given
-    if total is None or trainable is None or optimizer is None or str(dtype).lower() == "auto":
+    if method not in METHODS or total is None or trainable is None or str(dtype).lower() == "auto":
         return None
-    if str(optimizer).lower() == "sgd" and hyper.get("sgd_momentum") is None:
+    if any(key not in hyper for key in METHODS[method].hyperparameters):
         return None
     weight_bytes = dtype_bytes(dtype)
     return static_memory(
         total_params=int(total),
         trainable_params=int(trainable),
         weight_dtype_bytes=weight_bytes,
-        optimizer=str(optimizer),
-        momentum=float(hyper.get("sgd_momentum") or 0.0),
-        trainable_dtype_bytes=max(weight_bytes, LORA_ADAPTER_DTYPE_BYTES) if hyper.get("use_peft") else None,
+        state_buffers_per_parameter=state_buffers(method, hyper),
+        trainable_dtype_bytes=max(weight_bytes, LORA_ADAPTER_DTYPE_BYTES) if METHODS[method].peft else None,
     )

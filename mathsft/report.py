@@ -1,32 +1,40 @@
-"""The study report, built only from files: ``run_summary.json`` of each training run, ``summary.json`` of each
-evaluation (and the study's ``stage_config.json`` files to know which run an evaluation scored).
+"""The study report, built only from files: ``run_summary.json`` of each training run, ``summary.json`` and
+``generations.jsonl`` of each evaluation (and the study's ``stage_config.json`` files to know which run an
+evaluation scored). Rendering only: :mod:`mathsft.results` finds the files, :mod:`mathsft.analysis` computes
+intervals, paired comparisons and the Findings.
 
     write_report(["runs/study-smoke"], "runs/study-smoke/report")
 
-writes ``report.md`` (settings, then convergence, resources and accuracy, in the order the study asks its
-questions), ``loss_train.png``, ``loss_val.png``, ``figures.json`` (what each figure plots), ``resources.md`` and
-``accuracy.md``. Nothing is typed by hand: a missing file is shown as "missing", a value a file lacks as "—".
+writes ``report.md`` (what was measured, findings, settings, then convergence, resources and accuracy, in the order
+the study asks its questions), ``loss_train.png``, ``loss_val.png``, ``figures.json`` (what each figure plots),
+``resources.md``, ``accuracy.md`` and ``problem_diff.jsonl``. Nothing is typed by hand: a missing file is shown as
+"missing", a value a file lacks as "—". One report covers one study (:func:`write_reports` splits several).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mathsft import artifacts
-from mathsft.artifacts import BEST_RULE, EvalRecord, TrainRecord, final_val_loss, format_lr
+from mathsft import artifacts, memory
+from mathsft.analysis import Analysis, EvalResult, PairResult, Scope, analyze, lowest_val_loss
+from mathsft.artifacts import BEST_RULE, EpochRecord, EvalSummary, RunSummary, TrainRecord, final_val_loss, format_lr
 from mathsft.errors import UserError
 from mathsft.methods import LORA_KEYS, METHODS
 from mathsft.progress import format_duration
-from mathsft.results import AccuracyRow, accuracy_rows, best_runs, collect
+from mathsft.results import collect, divergence, plan_reports
 
 MISSING = "missing"  # the whole file is absent (a run or an evaluation that did not finish)
 NA = "—"  # the file exists but lacks this value
+NOT_APPLICABLE = "n/a"  # the value does not exist for this run (a LoRA rank of a full fine-tuning run)
 OTHER_COLORS = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+INDICATIVE_BELOW_S = 60.0  # throughput measured over less than this is marked indicative
+MIB = 1024**2
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -34,24 +42,76 @@ OTHER_COLORS = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def md_table(header: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[int] = ()) -> str:
+def md_table(header: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()) -> str:
     """A Markdown table; columns whose index is in ``right`` are right-aligned (numbers)."""
+    right = set(right)
     rule = ["---:" if i in right else "---" for i in range(len(header))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    lines = [_md_row(header), "|" + "|".join(rule) + "|"]
+    lines += [_md_row(row) for row in rows]
     return "\n".join(lines)
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def table_rows(markdown: str, header: Sequence[str]) -> list[list[str]] | None:
+    """The cells of each row of the table whose header is exactly ``header``; None when there is no such table."""
+    lines = markdown.splitlines()
+    if _md_row(header) not in lines:
+        return None
+    start = lines.index(_md_row(header)) + 2
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+        rows.append([cell.strip().replace("\\|", "|") for cell in cells])
+    return rows
 
 
 def _pct(value: float | None) -> str:
     return NA if value is None else f"{100 * value:.2f}%"
 
 
+def _interval(interval: tuple[float, float] | None) -> str:
+    return NA if interval is None else f"{100 * interval[0]:.1f}–{100 * interval[1]:.1f}%"
+
+
 def _loss(value: float | None) -> str:
     return NA if value is None else f"{value:.4f}"
 
 
+def _gib(value: float | None) -> str:
+    return NA if value is None else f"{value:.2f}"
+
+
+def _bytes(count: int) -> str:
+    """Binary units that suit the size: ``8.88 GiB``, ``1.13 MiB``, ``577.5 KiB``."""
+    if count >= memory.GIB:
+        return f"{count / memory.GIB:.2f} GiB"
+    if count >= MIB:
+        return f"{count / MIB:.2f} MiB"
+    return f"{count / 1024:.1f} KiB" if count else "0"
+
+
 def _scheduler(value: Any) -> str:
     return NA if value is None else str(value).removeprefix("SchedulerType.").lower()
+
+
+def _noted(text: str, notes: Sequence[str]) -> str:
+    """``text (note; note)``; ``text`` alone without notes or when ``text`` is not a value."""
+    return f"{text} ({'; '.join(notes)})" if notes and text not in (NA, MISSING) else text
+
+
+def _throughput(per_s: float | None, seconds: float | None, on_cpu: bool) -> str:
+    """Tokens/s, labelled CPU when measured there, and indicative when measured over less than a minute."""
+    if per_s is None:
+        return NA
+    notes = ["CPU"] if on_cpu else []
+    if seconds is not None and seconds < INDICATIVE_BELOW_S:
+        notes.append("indicative: under 1 min")
+    return _noted(f"{per_s:,.0f}", notes)
 
 
 def precision(hyper: dict[str, Any]) -> str:
@@ -72,13 +132,47 @@ def batch_text(hyper: dict[str, Any]) -> str:
     return f"{per_device} × {accumulation} × {world} = {effective}"
 
 
+def _on_cpu(summary: RunSummary) -> bool:
+    """Measured on a CPU: timings are indicative and the memory is the process's RSS, not GPU memory."""
+    return summary.get("memory_kind") != "cuda"
+
+
+def _largest(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Figures
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _curve(summary: RunSummary | None, kind: str, log_scale: bool) -> list[tuple[float, float]]:
+    if summary is None:
+        return []
+    curve = (summary.get("train_loss") if kind == "train" else summary.get("eval_loss")) or []
+    points = [(float(s), float(v)) for s, v in curve if v is not None and math.isfinite(float(v))]
+    return [(s, v) for s, v in points if v > 0] if log_scale else points
+
+
+def _epoch_ends(runs: list[TrainRecord]) -> list[tuple[int, int]]:
+    """``(global_step, epoch)`` of every complete epoch of every run (a stopped run's partial epoch is no end)."""
+    return sorted({
+        (int(step), round(float(e.get("epoch", 0))))
+        for run in runs if run.summary is not None
+        for e in run.summary.get("epochs") or []
+        if (step := e.get("global_step")) is not None and e.get("complete", True)
+    })  # fmt: skip
+
+
+def _line_style(is_best: bool, several: bool, dash: int) -> dict[str, Any]:
+    if is_best or not several:
+        return {"linestyle": "-", "linewidth": 2.4, "alpha": 1.0}
+    return {"linestyle": ["--", ":", "-."][dash % 3], "linewidth": 1.2, "alpha": 0.75}
+
+
 def plot_losses(
-    runs: list[TrainRecord], best: dict[tuple[str, str], str], kind: str, path: Path, log_scale: bool = False
+    runs: list[TrainRecord], best: dict[str, str], kind: str, path: Path, log_scale: bool = False
 ) -> dict[str, Any]:
     """Plot train (``kind="train"``) or validation loss of every run; returns what was drawn (for figures.json).
 
@@ -90,46 +184,29 @@ def plot_losses(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    key = "train_loss" if kind == "train" else "eval_loss"
     title = "Training loss" if kind == "train" else "Validation loss"
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
-    lines, missing = [], []
-    per_method: dict[tuple[str, str], int] = {}
-    for run in runs:
-        per_method[(run.group, run.method or run.name)] = per_method.get((run.group, run.method or run.name), 0) + 1
+    lines: list[dict[str, Any]] = []
+    missing: list[str] = []
+    runs_per_method = {m: sum((r.method or r.name) == m for r in runs) for m in {r.method or r.name for r in runs}}
     others = iter(OTHER_COLORS * 10)
     colors: dict[str, str] = {}
-    dash_index: dict[tuple[str, str], int] = {}
+    dashes: dict[str, int] = {}
     for run in runs:
-        points = [(float(s), float(v)) for s, v in (run.summary or {}).get(key) or [] if math.isfinite(float(v))]
-        if log_scale:
-            points = [(s, v) for s, v in points if v > 0]
+        points = _curve(run.summary, kind, log_scale)
         if not points:
             missing.append(run.name)
             continue
         method = run.method or run.name
         color = colors.setdefault(method, METHODS[method].color if method in METHODS else next(others))
-        is_best = best.get((run.group, run.method or "")) == run.name
-        several = per_method[(run.group, method)] > 1
+        is_best, several = best.get(run.method or "") == run.name, runs_per_method[method] > 1
         label = run.name + (" (best)" if is_best and several else "")
-        if is_best or not several:
-            style = {"linestyle": "-", "linewidth": 2.4, "alpha": 1.0}
-        else:
-            i = dash_index[(run.group, method)] = dash_index.get((run.group, method), -1) + 1
-            style = {"linestyle": ["--", ":", "-."][i % 3], "linewidth": 1.2, "alpha": 0.75}
-        marker = {"marker": "o", "markersize": 3.5} if kind == "val" else {}
+        dashes[method] = dashes.get(method, -1) + (0 if is_best or not several else 1)
+        marker: dict[str, Any] = {"marker": "o", "markersize": 3.5} if kind == "val" else {}
         xs, ys = zip(*points, strict=True)
-        ax.plot(xs, ys, color=color, label=label, **style, **marker)
+        ax.plot(xs, ys, color=color, label=label, **_line_style(is_best, several, dashes[method]), **marker)
         lines.append({"label": label, "run": run.name, "method": run.method, "best": is_best, "points": len(points)})
-
-    boundaries = sorted(
-        {
-            (int(e["global_step"]), round(float(e.get("epoch", 0))))
-            for run in runs
-            for e in (run.summary or {}).get("epochs") or []
-            if e.get("global_step") is not None and e.get("complete", True)  # a stopped run's partial epoch is no end
-        }
-    )
+    boundaries = _epoch_ends(runs)
     for step, epoch in boundaries:
         ax.axvline(step, color="0.55", linestyle=":", linewidth=1.0, zorder=0)
         ax.text(step, 1.0, f" epoch {epoch}", transform=ax.get_xaxis_transform(), va="top", ha="left", fontsize=8,
@@ -147,302 +224,404 @@ def plot_losses(
     fig.tight_layout()
     artifacts.save_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
-    return {
-        "title": title,
-        "lines": lines,
-        "missing": missing,
-        "epoch_boundaries": [step for step, _ in boundaries],
-        "log_scale": log_scale,
-    }
+    return {"title": title, "lines": lines, "missing": missing, "epoch_boundaries": [s for s, _ in boundaries],
+            "log_scale": log_scale}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Tables
+# Resources
 # ----------------------------------------------------------------------------------------------------------------
 
 RESOURCE_HEADER = [
     "run", "method", "device", "precision", "batch (per device × accum × procs = effective)", "trainable params",
-    "total params", "peak memory allocated (GiB)", "peak memory reserved (GiB)", "time per epoch", "train time",
-    "total time", "tokens/s",
+    "total params", "peak GPU memory allocated (GiB)", "peak GPU memory reserved (GiB)",
+    "peak process RSS, CPU (GiB)", "time per epoch", "train time", "total time", "tokens/s",
 ]  # fmt: skip
+
+
+def _run_label(run: TrainRecord) -> str:
+    notes = (["interrupted"] if run.interrupted else []) + (["diverged"] if divergence(run.summary) else [])
+    return _noted(run.name, notes)
+
+
+def _memory_cells(summary: RunSummary) -> list[str]:
+    """Peak GPU memory allocated, reserved, and peak process RSS: GPU runs fill the first two, CPU runs the third."""
+    epochs = summary.get("epochs") or []
+    if _on_cpu(summary):
+        rss = _largest(e.get("peak_rss_gib") for e in epochs)
+        return ["n/a (CPU run)", "n/a (CPU run)", _gib(rss)]
+    allocated = _largest(e.get("peak_memory_allocated_gib") for e in epochs)
+    reserved = _largest(e.get("peak_memory_reserved_gib") for e in epochs)
+    return [_gib(allocated), _gib(reserved), "n/a (GPU run)"]
 
 
 def resource_row(run: TrainRecord) -> list[str]:
     """One row of the resources table (see ``RESOURCE_HEADER``)."""
     s = run.summary
-    name = run.name + (" (interrupted)" if run.interrupted else "")
     if s is None:
-        return [name, run.method or NA] + [MISSING] * (len(RESOURCE_HEADER) - 2)
+        return [_run_label(run), run.method or NA] + [MISSING] * (len(RESOURCE_HEADER) - 2)
     epochs = s.get("epochs") or []
     device = s.get("device_name") or NA
-    if (s.get("num_processes") or 1) > 1:
-        device = f"{s['num_processes']} × {device}"
+    processes = s.get("num_processes") or 1
+    if processes > 1:
+        device = f"{processes} × {device}"
     trainable, total = s.get("trainable_params"), s.get("total_params")
     trainable_text = f"{trainable:,} ({100 * trainable / total:.2f}%)" if trainable and total else NA
-
-    def peak(field: str) -> float | None:
-        values = [e[field] for e in epochs if e.get(field) is not None]
-        return max(values) if values else None
-
-    if s.get("memory_kind") == "cuda":
-        allocated, reserved = peak("peak_memory_allocated_gib"), peak("peak_memory_reserved_gib")
-        allocated_text = NA if allocated is None else f"{allocated:.2f}"
-        reserved_text = NA if reserved is None else f"{reserved:.2f}"
-    else:  # CPU: peak resident set size of the process; "reserved" has no CPU counterpart
-        rss = peak("peak_rss_gib")
-        allocated_text = NA if rss is None else f"{rss:.2f} (RSS)"
-        reserved_text = "n/a (CPU)"
     walls = [e.get("wall_time_s") for e in epochs]
-    train_time = sum(w for w in walls if w is not None) if walls else None
+    known = [w for w in walls if w is not None]
+    train_time = sum(known) if known else None
     tokens = sum(e.get("tokens") or 0 for e in epochs)
-    tokens_per_s = f"{tokens / train_time:,.0f}" if train_time and tokens else NA
+    cpu = ["CPU"] if _on_cpu(s) else []
     return [
-        name,
+        _run_label(run),
         run.method or NA,
         device,
         precision(run.hyper),
         batch_text(run.hyper),
         trainable_text,
         f"{total:,}" if total else NA,
-        allocated_text,
-        reserved_text,
-        ", ".join(format_duration(w) for w in walls) if walls else NA,
-        format_duration(train_time),
-        format_duration(s.get("total_time_s")),
-        tokens_per_s,
+        *_memory_cells(s),
+        _noted(", ".join(format_duration(w) for w in walls), cpu) if walls else NA,
+        _noted(format_duration(train_time), cpu),
+        _noted(format_duration(s.get("total_time_s")), cpu),
+        _throughput(tokens / train_time if train_time and tokens else None, train_time, bool(cpu)),
     ]
 
 
-def resources_markdown(runs: list[TrainRecord]) -> str:
-    epoch_rows = []
-    for run in runs:
-        for e in (run.summary or {}).get("epochs") or []:
-            memory = (
-                f"{e['peak_memory_allocated_gib']:.2f} / {e['peak_memory_reserved_gib']:.2f}"
-                if e.get("peak_memory_allocated_gib") is not None and e.get("peak_memory_reserved_gib") is not None
-                else f"{e['peak_rss_gib']:.2f} (RSS)"
-                if e.get("peak_rss_gib") is not None
-                else NA
-            )
-            tps = e.get("tokens_per_s")
-            epoch_rows.append(
-                [
-                    run.name,
-                    f"{e.get('epoch', 0):g}",
-                    str(e.get("global_step", NA)),
-                    format_duration(e.get("wall_time_s")),
-                    f"{e.get('tokens', 0):,}",
-                    NA if tps is None else f"{tps:,.0f}",
-                    memory,
-                ]
-            )
+EPOCH_HEADER = ["run", "epoch", "step", "time", "tokens", "tokens/s", "peak GPU memory allocated / reserved (GiB)",
+                "peak process RSS, CPU (GiB)"]  # fmt: skip
+
+
+def _epoch_row(run: TrainRecord, summary: RunSummary, e: EpochRecord) -> list[str]:
+    cpu = _on_cpu(summary)
+    allocated, reserved = e.get("peak_memory_allocated_gib"), e.get("peak_memory_reserved_gib")
+    gpu = "n/a (CPU run)" if cpu else f"{_gib(allocated)} / {_gib(reserved)}"
+    rss = _gib(e.get("peak_rss_gib")) if cpu else "n/a (GPU run)"
+    wall = e.get("wall_time_s")
+    return [
+        run.name, f"{e.get('epoch', 0):g}", str(e.get("global_step", NA)),
+        _noted(format_duration(wall), ["CPU"] if cpu else []), f"{e.get('tokens', 0):,}",
+        _throughput(e.get("tokens_per_s"), wall, cpu), gpu, rss,
+    ]  # fmt: skip
+
+
+MEMORY_HEADER = ["method", "run", "weights dtype", "trainable params", "weights", "gradients", "optimizer state",
+                 "static total", "measured peak", "rest: activations and workspace"]  # fmt: skip
+
+
+def _memory_breakdown_row(method: str, run: TrainRecord | None) -> list[str]:
+    """The static memory of a method's run beside its measured peak (see ``MEMORY_HEADER``)."""
+    if run is None or run.summary is None:
+        return [method, run.name if run else NA] + [MISSING] * (len(MEMORY_HEADER) - 2)
+    s = run.summary
+    static = memory.static_memory_from_summary(s)
+    trainable = s.get("trainable_params")
+    peak = _largest(
+        (e.get("peak_rss_gib") if _on_cpu(s) else e.get("peak_memory_allocated_gib")) for e in s.get("epochs") or []
+    )
+    what = "process RSS, CPU" if _on_cpu(s) else "GPU, allocated"
+    measured = NA if peak is None else f"{peak:.2f} GiB ({what})"
+    if _on_cpu(s):
+        rest = "n/a (RSS is the whole process)"
+    else:
+        rest = NA if static is None or peak is None else f"{static.activations_and_workspace_gib(peak):.2f} GiB"
+    if static is None:
+        cells = [NA] * 4
+    else:
+        buffers = memory.state_buffers(method, run.hyper)
+        cells = [_bytes(static.weights_bytes), _bytes(static.gradients_bytes),
+                 _noted(_bytes(static.optimizer_state_bytes), [f"{buffers} per trainable parameter"]),
+                 _bytes(static.total_bytes)]  # fmt: skip
+    dtype = str(run.hyper.get("dtype", NA))
+    return [method, run.name, dtype, NA if trainable is None else f"{trainable:,}", *cells, measured, rest]
+
+
+def memory_breakdown(analysis: Analysis) -> str:
+    """One row per method: its best run (or its first run with a summary)."""
+    rows = []
+    for method in [m for m in METHODS if any(r.method == m for r in analysis.runs)]:
+        candidates = [r for r in analysis.runs if r.method == method]
+        run = next((r for r in candidates if r.name == analysis.best.get(method)), None)
+        run = run or next((r for r in candidates if r.summary is not None), candidates[0])
+        rows.append(_memory_breakdown_row(method, run))
+    return md_table(MEMORY_HEADER, rows, right=range(3, 10)) if rows else f"_{MISSING}: no training runs_"
+
+
+MEMORY_NOTE = (
+    "The static part follows from the parameter counts and dtypes in `run_summary.json` (`mathsft/memory.py`): "
+    "the weights (every parameter), the gradients (trainable parameters only) and the optimizer state, whose "
+    "buffers per trainable parameter come from the method registry (`mathsft/methods.py`): AdamW keeps two moments, "
+    "SGD one momentum buffer (none without momentum), LoRA the AdamW moments of its adapters only. On a GPU the "
+    "measured peak (`torch.cuda.max_memory_allocated`) minus the static part is activations, temporaries and "
+    "allocator workspace. A CPU run's peak RSS holds the whole process (Python, libraries, data), so nothing is "
+    "subtracted from it and it is never compared with GPU memory."
+)
+
+
+def resources_markdown(analysis: Analysis) -> str:
+    runs = analysis.runs
+    epoch_rows = [
+        _epoch_row(run, run.summary, epoch)
+        for run in runs
+        if run.summary is not None
+        for epoch in run.summary.get("epochs") or []
+    ]
     parts = [
         "# Resources",
         "",
-        "One row per training run, read from its `run_summary.json`. Peak memory is the maximum over epochs of "
-        "`torch.cuda.max_memory_allocated` / `max_memory_reserved` (reset at each epoch start), in GiB; on CPU runs "
-        'it is the peak resident set size of the training process, marked "(RSS)". Epoch times exclude the '
-        "validation passes; tokens/s is training (non-padding) tokens over the summed epoch time; total time is the "
-        f'whole run (loading, validation and saving included). "{MISSING}": the run has no `run_summary.json`; '
-        f'"{NA}": the summary lacks the value.',
+        "One row per training run, read from its `run_summary.json`. GPU runs: peak memory is the maximum over "
+        "epochs of `torch.cuda.max_memory_allocated` / `max_memory_reserved` (reset at each epoch start), in GiB. "
+        "CPU runs: the peak resident set size (RSS) of the training process, in its own column, since it is not GPU "
+        "memory; their times are marked (CPU). Epoch times exclude the validation passes; tokens/s is training "
+        "(non-padding) tokens over the summed epoch time, marked indicative when measured over less than a minute; "
+        f'total time is the whole run (loading, validation and saving included). "{MISSING}": the run has no '
+        f'`run_summary.json`; "{NA}": the summary lacks the value.',
         "",
-        md_table(RESOURCE_HEADER, [resource_row(r) for r in runs], right=range(5, 13)),
+        md_table(RESOURCE_HEADER, [resource_row(r) for r in runs], right=range(5, 14)),
+        "",
+        "## Where the memory goes",
+        "",
+        MEMORY_NOTE,
+        "",
+        memory_breakdown(analysis),
         "",
         "## Per epoch",
         "",
-        md_table(
-            ["run", "epoch", "step", "time", "tokens", "tokens/s", "peak memory allocated / reserved (GiB)"],
-            epoch_rows,
-            right=range(1, 7),
-        )
-        if epoch_rows
-        else f"_{MISSING}: no epoch records_",
+        md_table(EPOCH_HEADER, epoch_rows, right=range(1, 8)) if epoch_rows else f"_{MISSING}: no epoch records_",
         "",
     ]
     return "\n".join(parts)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Accuracy
+# ----------------------------------------------------------------------------------------------------------------
+
 ACCURACY_HEADER = [
-    "model", "evaluated", "accuracy", "Δ vs base (points)", "correct", "no \\boxed{}", "truncated", "grader timeouts",
+    "model", "evaluated", "accuracy", "95% CI", "Δ vs base (points)", "correct", "no \\boxed{}", "truncated",
+    "grader timeouts",
 ]  # fmt: skip
 
 
-def _count(summary: dict[str, Any], key: str) -> str:
-    if summary.get(key) is None:
+def _count(summary: EvalSummary, value: int | None) -> str:
+    if value is None:
         return NA
     total = (summary.get("num_problems") or 0) * (summary.get("num_samples") or 0)
-    share = f" ({100 * summary[key] / total:.1f}%)" if total else ""
-    return f"{summary[key]}{share}"
+    return f"{value} ({100 * value / total:.1f}%)" if total else str(value)
 
 
-def accuracy_row(row: AccuracyRow) -> list[str]:
+def accuracy_row(result: EvalResult) -> list[str]:
     """One row of the main accuracy table (see ``ACCURACY_HEADER``)."""
-    record = row.record
-    if record is None or record.summary is None:
-        evaluated = (record.run if record else None) or row.expected_run or NA
-        if row.label.endswith("base") and record is None:
-            evaluated = NA
+    row, s = result.row, result.summary
+    if s is None:
+        evaluated = NA if row.is_base else (row.record.run if row.record else None) or row.expected_run or NA
         return [row.label, evaluated] + [MISSING] * (len(ACCURACY_HEADER) - 2)
-    s = record.summary
-    if row.label.endswith("base") and row.base is None:
+    if row.is_base:
         evaluated = str(s.get("model", NA))
     else:
-        evaluated = record.run or str(s.get("adapter") or s.get("model") or NA)
+        evaluated = (row.record.run if row.record else None) or str(s.get("adapter") or s.get("model") or NA)
     accuracy = s.get("accuracy")
-    if row.base is None:
-        delta = "(base)" if row.label.endswith("base") else NA
-    elif row.base.summary is None or accuracy is None:
+    base = row.base.summary if row.base is not None else None
+    if row.is_base:
+        delta = "(base)"
+    elif base is None or accuracy is None or base.get("accuracy") is None:
         delta = NA
     else:
-        delta = f"{100 * (accuracy - row.base.summary['accuracy']):+.2f}"
+        delta = f"{100 * (accuracy - base['accuracy']):+.2f}"
     samples = (s.get("num_problems") or 0) * (s.get("num_samples") or 0)
     correct = f"{round(accuracy * samples)} / {samples}" if accuracy is not None and samples else NA
     return [
-        row.label, evaluated, _pct(accuracy), delta, correct,
-        _count(s, "no_box"), _count(s, "truncated"), _count(s, "grader_timeout"),
+        row.label, evaluated, _pct(accuracy), _interval(result.interval), delta, correct,
+        _count(s, s.get("no_box")), _count(s, s.get("truncated")), _count(s, s.get("grader_timeout")),
     ]  # fmt: skip
 
 
-def _breakdown_table(rows: list[AccuracyRow], key: str, title: str) -> str:
+COMPARISON_HEADER = ["comparison (a vs b)", "Δ accuracy (points)", "95% CI (points, paired bootstrap)",
+                     "solved only by a", "solved only by b", "McNemar p (exact)", "significant at 5%"]  # fmt: skip
+
+
+def _p_value(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def comparison_row(pair: PairResult) -> list[str]:
+    """One row of the paired-comparison table (see ``COMPARISON_HEADER``)."""
+    name = f"{pair.a} vs {pair.b}"
+    r = pair.result
+    if r is None:
+        return [name, f"not compared: {pair.problem}"] + [NA] * (len(COMPARISON_HEADER) - 2)
+    low, high = r.ci95_points
+    test = "" if r.binary else " (sign test)"
+    return [name, f"{r.difference_points:+.2f}", f"{low:+.2f} to {high:+.2f}", str(r.only_a), str(r.only_b),
+            _p_value(r.p_value) + test, "yes" if r.significant else "no"]  # fmt: skip
+
+
+COMPARISON_NOTE = (
+    "Every model answered the same problems, so two models are compared problem by problem (paired). "
+    "Δ is a's accuracy minus b's, in points, with a 95% paired-bootstrap interval (problems resampled with "
+    "replacement, the same resample for both models; 10,000 resamples, seed 0). \"Solved only by\" counts the "
+    "problems one model solves and the other does not; McNemar's exact p is the two-sided binomial test on those "
+    "two counts (with several samples per problem: the sign test on per-problem mean scores, and the counts are "
+    "problems scored higher). \"Significant at 5%\" is yes only when p < 0.05 and the interval excludes 0."
+)
+
+
+def comparisons_markdown(analysis: Analysis) -> str:
+    if not analysis.comparisons:
+        return "_No paired comparison: fewer than two finished evaluations._"
+    return md_table(COMPARISON_HEADER, [comparison_row(p) for p in analysis.comparisons], right=range(1, 6))
+
+
+def _breakdown_table(results: list[EvalResult], by: str) -> str:
+    title = "level" if by == "by_level" else "subject"
+    groups = {row_label: (s.get("by_level") if by == "by_level" else s.get("by_subject")) or {}
+              for row_label, s in ((r.label, r.summary) for r in results) if s is not None}  # fmt: skip
     names: list[str] = []
     counts: dict[str, int] = {}
-    for row in rows:
-        for name, stats in ((row.record.summary or {}).get(key) or {} if row.record else {}).items():
-            if name not in names:
-                names.append(name)
-            counts.setdefault(name, stats.get("count"))
+    for breakdown in groups.values():
+        for name, group in breakdown.items():
+            names += [name] if name not in names else []
+            counts.setdefault(name, group["count"])
     if not names:
         return f"_{MISSING}: no evaluation has a {title} breakdown_"
-    if key == "by_level":
+    if by == "by_level":
         names.sort(key=lambda n: (0, float(n)) if n.replace(".", "", 1).isdigit() else (1, 0.0))
-    header = [title, "problems"] + [row.label for row in rows]
     table = []
     for name in names:
-        cells = [f"Level {name}" if key == "by_level" else name, str(counts.get(name, NA))]
-        for row in rows:
-            if row.record is None or row.record.summary is None:
-                cells.append(MISSING)
-            else:
-                stats = (row.record.summary.get(key) or {}).get(name)
-                cells.append(_pct(stats["accuracy"]) if stats else NA)
+        cells = [f"Level {name}" if by == "by_level" else name, str(counts.get(name, NA))]
+        for result in results:
+            entry = groups.get(result.label, {}).get(name)
+            cells.append(MISSING if result.summary is None else _pct(entry["accuracy"]) if entry else NA)
         table.append(cells)
-    return md_table(header, table, right=range(1, len(header)))
+    return md_table([title, "problems", *[r.label for r in results]], table, right=range(1, len(results) + 2))
 
 
-def accuracy_markdown(runs: list[TrainRecord], evals: list[EvalRecord]) -> str:
-    rows = accuracy_rows(runs, evals)
-    summaries = [r.record.summary for r in rows if r.record and r.record.summary]
-    first = summaries[0] if summaries else {}
-    dataset = f"`{first.get('dataset', NA)}` ({first.get('split', NA)} split)" if first else MISSING
+def _sampling_table(results: list[EvalResult]) -> list[str]:
+    sampled = [(r.label, r.summary) for r in results if r.summary is not None]
+    sampled = [(label, summary) for label, summary in sampled if (summary.get("num_samples") or 1) > 1]
+    if not sampled:
+        return []
+    keys: list[str] = []
+    for _, summary in sampled:
+        keys += [k for k in summary if k.startswith(("pass@", "maj@")) and k not in keys]
+    # pass@k / maj@n keys depend on n, so the schema cannot list them: read as a plain mapping
+    values: list[dict[str, Any]] = [dict(summary) for _, summary in sampled]
+    table = [[label] + [_pct(v.get(k)) for k in keys] for (label, _), v in zip(sampled, values, strict=True)]
+    return [
+        "## Sampling: pass@k and maj@n",
+        "",
+        "pass@k: unbiased estimate that one of k samples is correct; maj@n: majority vote over the n samples.",
+        "",
+        md_table(["model", *keys], table, right=range(1, len(keys) + 1)),
+        "",
+    ]
+
+
+SETTINGS_HEADER = ["model", "model path", "adapter", "problems", "samples", "max new tokens", "temperature",
+                   "backend", "dtype", "device", "wall time", "generated tokens/s"]  # fmt: skip
+
+
+def _settings_row(result: EvalResult) -> list[str]:
+    s = result.summary
+    if s is None:
+        return [result.label] + [MISSING] * (len(SETTINGS_HEADER) - 1)
+    g = s.get("generation") or {}
+    device = str(s.get("device", NA))
+    cpu = device.lower().startswith("cpu")
+    wall = s.get("wall_time_s")
+    return [
+        result.label, f"`{s.get('model', NA)}`", f"`{s['adapter']}`" if s.get("adapter") else NOT_APPLICABLE,
+        str(s.get("num_problems", NA)), str(g.get("num_samples", s.get("num_samples", NA))),
+        str(g.get("max_new_tokens", NA)), str(g.get("temperature", NA)), str(s.get("backend", NA)),
+        str(s.get("dtype", NA)), device, _noted(format_duration(wall), ["CPU"] if cpu else []),
+        _throughput(s.get("generated_tokens_per_s"), s.get("generation_time_s") or wall, cpu),
+    ]  # fmt: skip
+
+
+def _dataset_text(scope: Scope | None) -> str:
+    if scope is None:
+        return MISSING
+    what = "MATH-500" if scope.math500 else "smoke: not MATH-500"
+    return f"`{scope.dataset}` ({scope.split} split, {scope.problems} problems; {what})"
+
+
+def accuracy_markdown(analysis: Analysis) -> str:
+    results = analysis.accuracy
     parts = [
         "# Accuracy",
         "",
-        f"Benchmark: {dataset}. Accuracy is the mean over all samples (greedy pass@1 with one sample per problem); "
-        '"Δ vs base" is the change in percentage points against the base model. An answer counts when the last '
-        '`\\boxed{}` of the completion is equivalent to the reference (see docs/grading.md); "no \\boxed{}" '
-        'completions have no boxed answer, "truncated" ones hit the token budget. For each method the evaluated '
-        f'run is its best by final validation loss. "{MISSING}": no `summary.json`; "{NA}": not available.',
+        f"Benchmark: {_dataset_text(analysis.scope)}. Accuracy is the mean over all samples (greedy pass@1 with one "
+        "sample per problem); the 95% CI is a Wilson interval over problems (a bootstrap over problems with several "
+        "samples per problem), read from `summary.json` (`accuracy_ci95`) or else computed from the evaluation's "
+        '`generations.jsonl`. "Δ vs base" is the change in percentage points against the base model. An answer '
+        "counts when the last `\\boxed{}` of the completion is equivalent to the reference (see docs/grading.md); "
+        '"no \\boxed{}" completions have no boxed answer, "truncated" ones hit the token budget. For each method the '
+        f'evaluated run is its best by final validation loss. "{MISSING}": no `summary.json`; "{NA}": not available.',
         "",
-        md_table(ACCURACY_HEADER, [accuracy_row(r) for r in rows], right=range(2, 8)),
+        md_table(ACCURACY_HEADER, [accuracy_row(r) for r in results], right=range(2, 9)),
         "",
-    ]
-    sampled = [r for r in rows if r.record and r.record.summary and (r.record.summary.get("num_samples") or 1) > 1]
-    if sampled:
-        keys: list[str] = []
-        for row in sampled:
-            keys += [k for k in row.record.summary if k.startswith(("pass@", "maj@")) and k not in keys]
-        table = [[row.label] + [_pct(row.record.summary.get(k)) for k in keys] for row in sampled]
-        parts += [
-            "## Sampling: pass@k and maj@n",
-            "",
-            "pass@k: unbiased estimate that one of k samples is correct; maj@n: majority vote over the n samples.",
-            "",
-            md_table(["model", *keys], table, right=range(1, len(keys) + 1)),
-            "",
-        ]
-    parts += [
+        "## Paired comparisons",
+        "",
+        COMPARISON_NOTE,
+        "",
+        comparisons_markdown(analysis),
+        "",
+        f"Per problem: [{artifacts.PROBLEM_DIFF}]({artifacts.PROBLEM_DIFF}) lists, for each model against base, the "
+        "problems it newly solves (`newly_solved`) or newly fails (`newly_failed`), with the problem's `id`, "
+        f"`unique_id`, subject and level ({len(analysis.problem_diff)} records).",
+        "",
+        *_sampling_table(results),
         "## By subject",
         "",
-        _breakdown_table(rows, "by_subject", "subject"),
+        _breakdown_table(results, "by_subject"),
         "",
         "## By level",
         "",
-        _breakdown_table(rows, "by_level", "level"),
+        _breakdown_table(results, "by_level"),
         "",
         "## Evaluation settings",
         "",
-        md_table(
-            [
-                "model",
-                "model path",
-                "adapter",
-                "problems",
-                "samples",
-                "max new tokens",
-                "temperature",
-                "backend",
-                "dtype",
-                "device",
-                "wall time",
-                "generated tokens/s",
-            ],
-            [_settings_row(r) for r in rows],
-            right=(3, 4, 5, 6, 10, 11),
-        ),  # fmt: skip
+        md_table(SETTINGS_HEADER, [_settings_row(r) for r in results], right=(3, 4, 5, 6, 10, 11)),
         "",
     ]
     return "\n".join(parts)
-
-
-def _settings_row(row: AccuracyRow) -> list[str]:
-    if row.record is None or row.record.summary is None:
-        return [row.label] + [MISSING] * 11
-    s = row.record.summary
-    g = s.get("generation") or {}
-    tps = s.get("generated_tokens_per_s")
-    return [
-        row.label, f"`{s.get('model', NA)}`", f"`{s['adapter']}`" if s.get("adapter") else NA,
-        str(s.get("num_problems", NA)), str(g.get("num_samples", s.get("num_samples", NA))),
-        str(g.get("max_new_tokens", NA)), str(g.get("temperature", NA)), str(s.get("backend", NA)),
-        str(s.get("dtype", NA)), str(s.get("device", NA)), format_duration(s.get("wall_time_s")),
-        NA if tps is None else f"{tps:,.0f}",
-    ]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # report.md
 # ----------------------------------------------------------------------------------------------------------------
 
+CONVERGENCE_HEADER = ["run", "method", "learning rate", "LoRA r", "steps", "final train loss", "final val loss",
+                      "lowest val loss", "selected"]  # fmt: skip
 
-def _convergence_table(runs: list[TrainRecord], best: dict[tuple[str, str], str]) -> str:
-    rows = []
-    for run in runs:
-        s = run.summary
-        if s is None:
-            rows.append([run.name, run.method or NA] + [MISSING] * 7)
-            continue
-        train, val = s.get("train_loss") or [], s.get("eval_loss") or []
-        finite = [(v, step) for step, v in val if math.isfinite(float(v))]
-        lowest = f"{min(finite)[0]:.4f} (step {min(finite)[1]})" if finite else NA
-        selected = "✓ best" if best.get((run.group, run.method or "")) == run.name else ""
-        if run.interrupted:
-            selected = "interrupted"
-        rows.append(
-            [
-                run.name,
-                run.method or NA,
-                NA if run.learning_rate is None else format_lr(run.learning_rate),
-                NA if run.lora_r is None else str(run.lora_r),
-                str(s.get("global_step", NA)),
-                _loss(float(train[-1][1]) if train else None),
-                _loss(final_val_loss(s)) if val else NA,
-                lowest,
-                selected,
-            ]
-        )
-    header = ["run", "method", "learning rate", "LoRA r", "steps", "final train loss", "final val loss",
-              "lowest val loss", "selected"]  # fmt: skip
-    return md_table(header, rows, right=(2, 3, 4, 5, 6, 7))
+
+def _convergence_row(run: TrainRecord, best: dict[str, str]) -> list[str]:
+    s = run.summary
+    if s is None:
+        return [run.name, run.method or NA] + [MISSING] * (len(CONVERGENCE_HEADER) - 2)
+    train = s.get("train_loss") or []
+    lowest = lowest_val_loss(run)
+    final_train, final_val = _loss(float(train[-1][1]) if train else None), _loss(final_val_loss(s))
+    lowest_text = f"{lowest[0]:.4f} (step {lowest[1]})" if lowest else NA
+    selected = "✓ best" if best.get(run.method or "") == run.name else ""
+    diverged = divergence(s)
+    if diverged is not None:  # its last losses are not the result of training: say where it broke
+        where = "diverged" + ("" if diverged.step is None else f" at step {diverged.step}")
+        final_train, final_val, selected = where, where, "diverged"
+        lowest_text = lowest_text if lowest else where
+    if run.interrupted:
+        selected = "interrupted"
+    lora_r = NOT_APPLICABLE if run.method in METHODS and not METHODS[run.method].peft else (
+        NA if run.lora_r is None else str(run.lora_r))  # fmt: skip
+    return [
+        run.name, run.method or NA, NA if run.learning_rate is None else format_lr(run.learning_rate), lora_r,
+        str(s.get("global_step", NA)), final_train, final_val, lowest_text, selected,
+    ]  # fmt: skip
+
+
+def convergence_table(analysis: Analysis) -> str:
+    rows = [_convergence_row(run, analysis.best) for run in analysis.runs]
+    return md_table(CONVERGENCE_HEADER, rows, right=(2, 3, 4, 5, 6, 7)) if rows else f"_{MISSING}: no training runs_"
 
 
 def optimizer_settings(method: str | None, hyper: dict[str, Any]) -> str:
@@ -453,64 +632,55 @@ def optimizer_settings(method: str | None, hyper: dict[str, Any]) -> str:
     return ", ".join(f"{k} {hyper[k]}" for k in keys) or NA
 
 
-def _hyperparameter_table(runs: list[TrainRecord]) -> str:
-    rows = []
-    for run in runs:
-        h = run.hyper
-        if not h:
-            rows.append([run.name] + [MISSING] * 10)
-            continue
-        lora = NA
-        if h.get("use_peft"):
-            lora = f"r {h.get('lora_r')}, alpha {h.get('lora_alpha')}, dropout {h.get('lora_dropout')}"
-        rate = h.get("learning_rate")
-        rows.append(
-            [
-                run.name,
-                str(h.get("optimizer", NA)),
-                NA if rate is None else format_lr(rate),
-                _scheduler(h.get("lr_scheduler_type")),
-                str(h.get("warmup_steps", NA)),
-                str(h.get("weight_decay", NA)),
-                optimizer_settings(run.method, h),
-                str(h.get("num_train_epochs", NA)),
-                batch_text(h),
-                lora,
-                str(h.get("seed", NA)),
-            ]
-        )
-    header = ["run", "optimizer", "lr", "schedule", "warmup", "weight decay", "optimizer settings", "epochs", "batch",
-              "LoRA", "seed"]  # fmt: skip
-    return md_table(header, rows)
+HYPERPARAMETER_HEADER = ["run", "optimizer", "lr", "schedule", "warmup", "weight decay", "optimizer settings",
+                         "epochs", "batch", "LoRA", "seed"]  # fmt: skip
+
+
+def _hyperparameter_row(run: TrainRecord) -> list[str]:
+    h = run.hyper
+    if not h:
+        return [run.name] + [MISSING] * (len(HYPERPARAMETER_HEADER) - 1)
+    lora = NOT_APPLICABLE
+    if h.get("use_peft"):
+        lora = f"r {h.get('lora_r')}, alpha {h.get('lora_alpha')}, dropout {h.get('lora_dropout')}"
+    rate = h.get("learning_rate")
+    return [
+        run.name, str(h.get("optimizer", NA)), NA if rate is None else format_lr(rate),
+        _scheduler(h.get("lr_scheduler_type")), str(h.get("warmup_steps", NA)), str(h.get("weight_decay", NA)),
+        optimizer_settings(run.method, h), str(h.get("num_train_epochs", NA)), batch_text(h), lora,
+        str(h.get("seed", NA)),
+    ]  # fmt: skip
 
 
 def _differs(values: list[Any]) -> bool:
     return len({json.dumps(v, sort_keys=True) for v in values}) > 1
 
 
-def _setup_section(runs: list[TrainRecord], evals: list[EvalRecord]) -> list[str]:
+def _finished(runs: list[TrainRecord]) -> list[RunSummary]:
+    return [r.summary for r in runs if r.summary is not None]
+
+
+def _training_data_line(summaries: list[RunSummary]) -> list[str]:
+    if not summaries or not summaries[0].get("data"):
+        return [f"- **Training data:** {MISSING}"]
+    first = summaries[0]
+    data, hyper = first["data"], first.get("hyperparameters") or {}
+    lines = [
+        f"- **Training data:** `{data.get('dataset_name')}` split `{data.get('dataset_train_split')}`, "
+        f"{data.get('num_train', NA)} train / {data.get('num_validation', NA)} validation examples "
+        f"(validation fraction {data.get('validation_fraction')}, split seed {data.get('split_seed')}); "
+        f"max length {hyper.get('max_length', NA)} tokens, overlong examples: {data.get('overlong')} "
+        f"({first.get('dropped_examples', NA)} dropped)."
+    ]
+    if _differs([s.get("data") for s in summaries]):
+        lines.append("- **Warning:** the runs differ in their data settings; see each run_summary.json.")
+    return lines
+
+
+def _template_lines(system: Any) -> list[str]:
     from mathsft.template import CHAT_TEMPLATE_KWARGS, END_OF_TURN, INSTRUCTION
 
-    finished = [r for r in runs if r.summary]
-    first = finished[0].summary if finished else {}
-    hyper, data = first.get("hyperparameters", {}), first.get("data", {})
-    models = sorted({str(r.hyper.get("model_name_or_path")) for r in finished}) or [MISSING]
-    lines = ["## Setup", ""]
-    lines.append(f"- **Model:** {', '.join(f'`{m}`' for m in models)}")
-    if data:
-        lines.append(
-            f"- **Training data:** `{data.get('dataset_name')}` split `{data.get('dataset_train_split')}`, "
-            f"{data.get('num_train', NA)} train / {data.get('num_validation', NA)} validation examples "
-            f"(validation fraction {data.get('validation_fraction')}, split seed {data.get('split_seed')}); "
-            f"max length {hyper.get('max_length', NA)} tokens, overlong examples: {data.get('overlong')} "
-            f"({first.get('dropped_examples', NA)} dropped)."
-        )
-        if _differs([{k: v for k, v in r.summary.get("data", {}).items()} for r in finished]):
-            lines.append("- **Warning:** the runs differ in their data settings; see each run_summary.json.")
-    else:
-        lines.append(f"- **Training data:** {MISSING}")
-    system = data.get("system_prompt") if data else None
-    lines += [
+    return [
         f"- **Template:** the model's chat template with {CHAT_TEMPLATE_KWARGS}, system turn: "
         f"{repr(system) if system else 'none'}; the user turn is the problem followed by the instruction below, "
         f"in training and in evaluation alike; the assistant turn ends with `{END_OF_TURN}`, which training makes "
@@ -520,116 +690,215 @@ def _setup_section(runs: list[TrainRecord], evals: list[EvalRecord]) -> list[str
         "  <problem>" + INSTRUCTION.replace("\n", "\n  "),
         "  ```",
     ]
-    seeds = sorted({str(r.hyper.get("seed")) for r in finished})
-    eval_seeds = sorted({str((e.summary.get("generation") or {}).get("seed")) for e in evals if e.summary})
+
+
+def _evaluation_lines(summaries: list[EvalSummary]) -> list[str]:
+    if not summaries:
+        return [f"- **Evaluation:** {MISSING}"]
+    e = summaries[0]
+    g = e.get("generation") or {}
+    decoding = "greedy" if not g.get("temperature") else f"temperature {g.get('temperature')}, top-p {g.get('top_p')}"
+    lines = [
+        f"- **Evaluation:** `{e.get('dataset', NA)}` split `{e.get('split', NA)}`, {e.get('num_problems', NA)} "
+        f"problems, {g.get('num_samples', e.get('num_samples', NA))} sample(s) each, {decoding}, at most "
+        f"{g.get('max_new_tokens', NA)} new tokens, backend {e.get('backend', NA)}, {e.get('dtype', NA)}; "
+        "the same prompt as in training; the last `\\boxed{}` is graded (details in accuracy.md)."
+    ]
+    settings = [[x.get("dataset"), x.get("split"), x.get("num_problems"), x.get("generation")] for x in summaries]
+    if _differs(settings):
+        lines.append("- **Warning:** the evaluations differ in their settings; see accuracy.md.")
+    return lines
+
+
+def _setup_section(analysis: Analysis) -> list[str]:
+    finished = _finished(analysis.runs)
+    evaluated = [e.summary for e in analysis.evals if e.summary is not None]
+    models = sorted({str(r.hyper.get("model_name_or_path")) for r in analysis.runs if r.summary}) or [MISSING]
+    data = finished[0].get("data") if finished else None
+    lines = ["## Setup", "", f"- **Model:** {', '.join(f'`{m}`' for m in models)}"]
+    lines += _training_data_line(finished)
+    lines += _template_lines(data.get("system_prompt") if data else None)
+    seeds = sorted({str(r.hyper.get("seed")) for r in analysis.runs if r.summary})
+    eval_seeds = sorted({str((e.get("generation") or {}).get("seed")) for e in evaluated})
     split_seed = data.get("split_seed", NA) if data else NA
     lines.append(
         f"- **Seeds:** training {', '.join(seeds) or MISSING}; data split {split_seed}; "
         f"evaluation sampling {', '.join(eval_seeds) or MISSING}."
     )
-    evaluated = [e.summary for e in evals if e.summary]
-    if evaluated:
-        e = evaluated[0]
-        g = e.get("generation") or {}
-        decoding = (
-            "greedy" if not g.get("temperature") else f"temperature {g.get('temperature')}, top-p {g.get('top_p')}"
-        )
-        lines.append(
-            f"- **Evaluation:** `{e.get('dataset', NA)}` split `{e.get('split', NA)}`, {e.get('num_problems', NA)} "
-            f"problems, {g.get('num_samples', e.get('num_samples', NA))} sample(s) each, {decoding}, at most "
-            f"{g.get('max_new_tokens', NA)} new tokens, backend {e.get('backend', NA)}, {e.get('dtype', NA)}; "
-            "the same prompt as in training; the last `\\boxed{}` is graded (details in accuracy.md)."
-        )
-        if _differs([{k: x.get(k) for k in ("dataset", "split", "num_problems", "generation")} for x in evaluated]):
-            lines.append("- **Warning:** the evaluations differ in their settings; see accuracy.md.")
-    else:
-        lines.append(f"- **Evaluation:** {MISSING}")
-    versions = first.get("versions") or {}
+    lines += _evaluation_lines(evaluated)
+    versions = finished[0].get("versions") if finished else None
     if versions:
         text = ", ".join(f"{k} {v}" for k, v in versions.items())
-        if _differs([r.summary.get("versions") for r in finished]):
+        if _differs([s.get("versions") for s in finished]):
             text += " (of the first run; the runs differ, see each run_summary.json)"
         lines.append(f"- **Versions:** {text}.")
     else:
         lines.append(f"- **Versions:** {MISSING}")
-    lines += ["", "### Hyperparameters", "", _hyperparameter_table(runs), ""]
-    return lines
+    table = md_table(HYPERPARAMETER_HEADER, [_hyperparameter_row(r) for r in analysis.runs])
+    return lines + ["", "### Hyperparameters", "", table, ""]
 
 
-def report_markdown(
-    runs: list[TrainRecord], evals: list[EvalRecord], figures: dict[str, Any], sources: list[str]
-) -> str:
-    best = best_runs(runs)
-    rows = accuracy_rows(runs, evals)
-    missing = [r.name for r in runs if r.summary is None]
-    missing += [r.label for r in rows if r.record is None or r.record.summary is None]
-    models = sorted({str(r.hyper.get("model_name_or_path")) for r in runs if r.summary})
-    title = "AdamW vs SGD vs LoRA fine-tuning on MATH" + (f": `{models[0]}`" if len(models) == 1 else "")
-    lines = [
-        f"# {title}",
+def scope_paragraph(analysis: Analysis) -> str:
+    """What the evaluation data is, and, for anything but the whole of MATH-500, what this report cannot show."""
+    scope = analysis.scope
+    if scope is None:
+        return "No evaluation has finished yet: this report shows training only."
+    if scope.math500:
+        return (f"The evaluation data is MATH-500: `{scope.dataset}` ({scope.split} split, all {scope.problems} "
+                f"problems); one model's accuracy is known to about "
+                f"±{scope.half_width_points:.1f} points (95% interval at 50% accuracy), and differences between "
+                "models are judged by the paired comparisons.")  # fmt: skip
+    cpu = any(_on_cpu(s) for s in _finished(analysis.runs))
+    return (
+        f"**Smoke study, not MATH-500.** The evaluation data is `{scope.dataset}` ({scope.split} split, "
+        f"{scope.problems} problems), not the 500 test problems of "
+        "MATH-500. This report checks that the pipeline works end to end; it cannot show how the methods compare on "
+        f"MATH-500: with {scope.problems} problems one model's accuracy is known only to about "
+        f"±{scope.half_width_points:.0f} points (95% interval at 50% accuracy), and a small model, small data and "
+        "small budgets need not rank the methods as the real study would."
+        + (" Times and memory were measured on a CPU: they say nothing about a GPU." if cpu else "")
+    )
+
+
+def _header(analysis: Analysis, sources: list[str]) -> list[str]:
+    finished = _finished(analysis.runs)
+    models = sorted({str(r.hyper.get("model_name_or_path")) for r in analysis.runs if r.summary})
+    methods = [m for m in METHODS if any(r.method == m for r in analysis.runs)] or [MISSING]
+    model = f"`{models[0]}`" if len(models) == 1 else ", ".join(f"`{m}`" for m in models) or MISSING
+    data = finished[0].get("data") if finished else None
+    training = (f"`{data.get('dataset_name')}` split `{data.get('dataset_train_split')}` ({data.get('num_train', NA)} "
+                "train examples)") if data else MISSING  # fmt: skip
+    return [
+        f"# Fine-tuning {model} with {', '.join(methods)}",
         "",
         f"Built by `make_report.py` from {', '.join(f'`{s}`' for s in sources)} on {time.strftime('%Y-%m-%d %H:%M')}. "
         f'Every number comes from the runs\' files; "{MISSING}" marks a run or evaluation without results.',
         "",
+        f"- **Model:** {model}",
+        f"- **Training data:** {training}",
+        f"- **Evaluation data:** {_dataset_text(analysis.scope)}",
+        "",
+        scope_paragraph(analysis),
+        "",
         "The study asks, in order: how each optimizer converges (loss curves), what each costs (memory, time, "
-        "throughput) and what each buys (MATH-500 accuracy against the base model).",
-        "",
-        *_setup_section(runs, evals),
-        "## 1. Convergence",
-        "",
-        BEST_RULE,
-        "",
-        "![Training loss](loss_train.png)",
-        "",
-        "![Validation loss](loss_val.png)",
-        "",
-        _convergence_table(runs, best) if runs else f"_{MISSING}: no training runs_",
+        "throughput) and what each buys (accuracy on the evaluation data against the base model).",
         "",
     ]
-    unplotted = [figures.get(name, {}).get("missing") for name in (artifacts.LOSS_TRAIN_PNG, artifacts.LOSS_VAL_PNG)]
-    if any(unplotted):
+
+
+def _findings_section(analysis: Analysis) -> list[str]:
+    lines = [
+        "## Findings",
+        "",
+        "Sentences generated from the numbers below (`mathsft/findings.py`); each quotes the number it rests on. An "
+        "accuracy difference is called significant only when its paired 95% interval excludes 0 and McNemar's "
+        "p < 0.05.",
+        "",
+    ]
+    lines += [f"- {sentence}" for sentence in analysis.findings] or ["_No finding: no comparable numbers yet._"]
+    return lines + [""]
+
+
+def report_markdown(analysis: Analysis, figures: dict[str, Any], sources: list[str]) -> str:
+    missing = [r.name for r in analysis.runs if r.summary is None]
+    missing += [r.label for r in analysis.accuracy if r.summary is None]
+    lines = [
+        *_header(analysis, sources),
+        *_findings_section(analysis),
+        *_setup_section(analysis),
+        "## 1. Convergence", "", BEST_RULE, "",
+        "![Training loss](loss_train.png)", "", "![Validation loss](loss_val.png)", "",
+        convergence_table(analysis), "",
+    ]  # fmt: skip
+    unplotted = {name: figures[name]["missing"] for name in (artifacts.LOSS_TRAIN_PNG, artifacts.LOSS_VAL_PNG)}
+    if any(unplotted.values()):
         lines += [
-            f"Not plotted (no data): training loss {', '.join(figures[artifacts.LOSS_TRAIN_PNG]['missing']) or NA}; "
-            f"validation loss {', '.join(figures[artifacts.LOSS_VAL_PNG]['missing']) or NA}.",
+            f"Not plotted (no data): training loss {', '.join(unplotted[artifacts.LOSS_TRAIN_PNG]) or NA}; "
+            f"validation loss {', '.join(unplotted[artifacts.LOSS_VAL_PNG]) or NA}.",
             "",
         ]
     lines += [
         "## 2. Resources",
         "",
-        "Peak memory, time and throughput of each run; per-epoch numbers in [resources.md](resources.md).",
+        "Peak memory, time and throughput of each run; where the memory goes (weights, gradients, optimizer state) "
+        "and per-epoch numbers in [resources.md](resources.md).",
         "",
-        md_table(RESOURCE_HEADER, [resource_row(r) for r in runs], right=range(5, 13))
-        if runs
-        else f"_{MISSING}: no training runs_",
+        md_table(RESOURCE_HEADER, [resource_row(r) for r in analysis.runs], right=range(5, 14))
+        if analysis.runs else f"_{MISSING}: no training runs_",
         "",
         "## 3. Accuracy",
         "",
-        "Base model against each method's best run; per-subject and per-level breakdowns, sampling metrics and "
-        "evaluation settings in [accuracy.md](accuracy.md).",
+        "Base model against each method's best run; per-subject and per-level breakdowns, sampling metrics, "
+        f"evaluation settings in [accuracy.md](accuracy.md), per-problem changes in "
+        f"[{artifacts.PROBLEM_DIFF}]({artifacts.PROBLEM_DIFF}).",
         "",
-        md_table(ACCURACY_HEADER, [accuracy_row(r) for r in rows], right=range(2, 8)),
+        md_table(ACCURACY_HEADER, [accuracy_row(r) for r in analysis.accuracy], right=range(2, 9)),
         "",
-    ]
+        COMPARISON_NOTE,
+        "",
+        comparisons_markdown(analysis),
+        "",
+    ]  # fmt: skip
     if missing:
         lines += ["## Missing", "", *[f"- {name}: {MISSING}" for name in missing], ""]
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Writing, and checking what was written
+# ----------------------------------------------------------------------------------------------------------------
+
+
 def write_report(sources: Sequence[str | Path], output: str | Path, log_scale: bool = False) -> Path:
-    """Write the whole report into ``output`` from study/run/eval folders; returns the path of report.md."""
+    """Write the whole report of one study into ``output`` from study/run/eval folders; returns report.md's path."""
     runs, evals = collect(sources)
     if not runs and not evals:
         raise UserError(f"no training runs or evaluations found in {', '.join(str(s) for s in sources)}")
+    analysis = analyze(runs, evals)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    best = best_runs(runs)
     figures = {
-        artifacts.LOSS_TRAIN_PNG: plot_losses(runs, best, "train", output / artifacts.LOSS_TRAIN_PNG, log_scale),
-        artifacts.LOSS_VAL_PNG: plot_losses(runs, best, "val", output / artifacts.LOSS_VAL_PNG, log_scale),
+        name: plot_losses(runs, analysis.best, kind, output / name, log_scale)
+        for name, kind in ((artifacts.LOSS_TRAIN_PNG, "train"), (artifacts.LOSS_VAL_PNG, "val"))
     }
     artifacts.write_json_atomic(output / artifacts.FIGURES_JSON, figures)
-    artifacts.write_text_atomic(output / artifacts.RESOURCES_MD, resources_markdown(runs))
-    artifacts.write_text_atomic(output / artifacts.ACCURACY_MD, accuracy_markdown(runs, evals))
+    diff = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in analysis.problem_diff)
+    artifacts.write_text_atomic(output / artifacts.PROBLEM_DIFF, diff)
+    artifacts.write_text_atomic(output / artifacts.RESOURCES_MD, resources_markdown(analysis))
+    artifacts.write_text_atomic(output / artifacts.ACCURACY_MD, accuracy_markdown(analysis))
     report = output / artifacts.REPORT_MD
-    artifacts.write_text_atomic(report, report_markdown(runs, evals, figures, [str(s) for s in sources]))
+    artifacts.write_text_atomic(report, report_markdown(analysis, figures, [str(s) for s in sources]))
     return report
+
+
+def write_reports(sources: Sequence[str | Path], output: str | Path, log_scale: bool = False) -> list[Path]:
+    """One report per study: several study dirs go to ``output/<study name>/`` (see ``results.plan_reports``)."""
+    return [write_report(group, folder, log_scale) for group, folder in plan_reports(sources, output)]
+
+
+CHECKED_TABLES = {
+    artifacts.REPORT_MD: (("convergence", CONVERGENCE_HEADER), ("resources", RESOURCE_HEADER)),
+    artifacts.RESOURCES_MD: (("resources", RESOURCE_HEADER), ("memory breakdown", MEMORY_HEADER),
+                             ("per epoch", EPOCH_HEADER)),
+}  # fmt: skip
+
+
+def missing_cells(report_dir: str | Path) -> list[str]:
+    """Every "missing" or "—" cell of the convergence and resources tables of a written report (report.md and
+    resources.md), as ``"report.md convergence: sgd-lr0.1 / LoRA r: —"``; an absent table counts too. A finished
+    study's report has none."""
+    found = []
+    for file_name, tables in CHECKED_TABLES.items():
+        text = (Path(report_dir) / file_name).read_text(encoding="utf-8")
+        for title, header in tables:
+            rows = table_rows(text, header)
+            if rows is None:
+                found.append(f"{file_name} {title}: no table")
+                continue
+            found += [
+                f"{file_name} {title}: {row[0]} / {column}: {cell}"
+                for row in rows
+                for column, cell in zip(header, row, strict=False)
+                if cell in (MISSING, NA)
+            ]
+    return found

@@ -1,17 +1,22 @@
-"""Finding results on disk: training runs and evaluations from study folders, run folders and evaluation folders,
-the best run of each method, and which evaluation scores which method. The report renders what this finds."""
+"""Finding results on disk: training runs and evaluations from a study folder, run folders and evaluation folders,
+the best run of each method, which evaluation scores which method, and each evaluation's graded rows. The report
+renders what this finds; one report covers one study (:func:`plan_reports` splits several studies apart).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypedDict, cast
 
 from mathsft import artifacts
 from mathsft.artifacts import (
     BASE_EVAL,
     EVAL_CONFIG,
     EVAL_SUMMARY,
+    GENERATIONS,
     RUN_SUMMARY,
     STAGE_CONFIG,
     STUDY_CONFIG,
@@ -19,72 +24,145 @@ from mathsft.artifacts import (
     STUDY_TRAIN_DIR,
     TRAINER_STATE,
     EvalRecord,
+    EvalSummary,
+    RunSummary,
     TrainRecord,
     read_json,
 )  # fmt: skip
 from mathsft.errors import UserError
 from mathsft.methods import METHODS
 
+# ---- keys the summaries may carry beyond their schema ------------------------------------------------------------
 
-def _train_record(path: Path, group: str) -> TrainRecord:
+
+class RunSummaryExtras(TypedDict, total=False):
+    """Keys a ``run_summary.json`` may carry beyond :class:`artifacts.RunSummary` (to move into that schema)."""
+
+    diverged: bool  # training stopped on a non-finite loss or gradient norm
+    diverged_step: int | None
+
+
+class EvalSummaryExtras(TypedDict, total=False):
+    """Keys an evaluation's ``summary.json`` may carry beyond :class:`artifacts.EvalSummary` (issue 11)."""
+
+    accuracy_ci95: list[float]  # [low, high], fractions
+    ci_method: str  # "wilson" or "bootstrap"
+
+
+def run_extras(summary: RunSummary) -> RunSummaryExtras:
+    """The extra keys of a run summary, typed so that each is read by its literal name."""
+    return cast(RunSummaryExtras, summary)
+
+
+def eval_extras(summary: EvalSummary) -> EvalSummaryExtras:
+    """The extra keys of an evaluation summary, typed so that each is read by its literal name."""
+    return cast(EvalSummaryExtras, summary)
+
+
+# ---- divergence --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """A run that diverged; ``step`` is where (``diverged_step``, else its first non-finite loss), None if unknown."""
+
+    step: int | None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def divergence(summary: RunSummary | None) -> Divergence | None:
+    """Whether a run diverged: ``diverged: true`` in its summary, or a non-finite loss in its curves."""
+    if summary is None:
+        return None
+    curves = (summary.get("train_loss") or []) + (summary.get("eval_loss") or [])
+    first_bad = min((int(step) for step, value in curves if not _finite(value)), default=None)
+    extras = run_extras(summary)
+    if not extras.get("diverged") and first_bad is None:
+        return None
+    step = extras.get("diverged_step")
+    return Divergence(int(step) if step is not None else first_bad)
+
+
+# ---- finding runs and evaluations --------------------------------------------------------------------------------
+
+
+def _train_record(path: Path) -> TrainRecord:
     summary = artifacts.read_run_summary(path)
     stage = read_json(path / STAGE_CONFIG) or {}
-    method = (summary or {}).get("method") or stage.get("method")
+    method = summary.get("method") if summary is not None else None
+    method = method or stage.get("method")
     if method is None and path.name.split("-")[0] in METHODS:  # an unfinished run of a study: its folder name
         method = path.name.split("-")[0]
-    name = f"{group}/{path.name}" if group else path.name
-    return TrainRecord(name, path, summary, method, group, stage or None)
+    return TrainRecord(path.name, path, summary, method, "", stage or None)
 
 
-def _eval_record(path: Path, group: str, label: str | None) -> EvalRecord:
-    summary = artifacts.read_eval_summary(path)
+def _eval_record(path: Path, label: str) -> EvalRecord:
     stage = read_json(path / STAGE_CONFIG) or {}
-    run = stage.get("run")
-    if run and group:
-        run = f"{group}/{run}"
-    return EvalRecord(label or "", path, summary, run, group)
+    return EvalRecord(label, path, artifacts.read_eval_summary(path), stage.get("run"))
 
 
-def _is_study(path: Path) -> bool:
-    return (path / STUDY_TRAIN_DIR).is_dir() or (path / STUDY_EVAL_DIR).is_dir()
+def is_study(path: Path) -> bool:
+    """A study folder holds ``train/`` or ``eval/``."""
+    return path.is_dir() and ((path / STUDY_TRAIN_DIR).is_dir() or (path / STUDY_EVAL_DIR).is_dir())
 
 
 def _subdirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
 
 
-def collect(paths: Iterable[str | Path]) -> tuple[list[TrainRecord], list[EvalRecord]]:
-    """Training runs and evaluations from study dirs (``train/*``, ``eval/*``), run dirs and eval dirs.
+def _study_records(path: Path) -> tuple[list[TrainRecord], list[EvalRecord]]:
+    # The study's own list of runs and methods, when it wrote one: folders left over from an earlier grid are not
+    # part of this study (and must not change which run counts as best).
+    plan = read_json(path / STUDY_CONFIG) or {}
+    listed, methods = set(plan.get("runs") or []), set(plan.get("methods") or [])
+    runs = [_train_record(d) for d in _subdirs(path / STUDY_TRAIN_DIR) if not listed or d.name in listed]
+    evals = [
+        _eval_record(d, d.name)
+        for d in _subdirs(path / STUDY_EVAL_DIR)
+        if not methods or d.name == BASE_EVAL or d.name in methods
+    ]
+    return runs, evals
+
+
+def _loose_eval(path: Path, runs: list[TrainRecord]) -> EvalRecord:
+    """An evaluation folder given on its own, named by the run its ``model``/``adapter`` points to (or ``base``)."""
+    info = read_json(path / EVAL_SUMMARY) or read_json(path / EVAL_CONFIG) or {}
+    adapter, model = info.get("adapter"), info.get("model")
+    by_path = {r.path.resolve(): r for r in runs}
+    matched = next((by_path[Path(p).resolve()] for p in (adapter, model) if p and Path(p).resolve() in by_path), None)
+    record = _eval_record(path, BASE_EVAL if not adapter else path.name)
+    if matched is not None:
+        record.label, record.run = matched.method or matched.name, matched.name
+    return record
+
+
+def collect(sources: Iterable[str | Path]) -> tuple[list[TrainRecord], list[EvalRecord]]:
+    """Training runs and evaluations from at most one study dir (``train/*``, ``eval/*``), run dirs and eval dirs.
 
     In a study dir an evaluation is named by its folder (``base``, ``adamw``, ...), and the run it scored comes from
     its ``stage_config.json``. An evaluation folder given on its own is matched by the ``model``/``adapter`` in its
     ``summary.json`` (or ``eval_config.json``): a listed training run's folder names it after that run's method;
-    no adapter and no match makes it ``base``; anything else keeps its folder name.
+    no adapter and no match makes it ``base``; anything else keeps its folder name. Two studies are refused: each
+    has its own base model and best runs, so one report must never mix them (see :func:`plan_reports`).
     """
-    paths = [Path(p) for p in paths]
-    studies = [p for p in paths if p.is_dir() and _is_study(p)]
-    prefix_groups = len(studies) > 1  # several studies: run names are prefixed by the study folder
+    paths = [Path(p) for p in sources]
+    studies = [p for p in paths if is_study(p)]
+    if len(studies) > 1:
+        raise UserError(f"{len(studies)} study dirs given ({', '.join(map(str, studies))}); a report covers one study")
     runs: list[TrainRecord] = []
     evals: list[EvalRecord] = []
     loose_evals: list[Path] = []
     for path in paths:
         if not path.exists():
             raise UserError(f"not found: {path}")
-        if path.is_dir() and _is_study(path):
-            group = path.name if prefix_groups else ""
-            # The study's own list of runs and methods, when it wrote one: folders left over from an earlier grid
-            # are not part of this study (and must not change which run counts as best).
-            plan = read_json(path / STUDY_CONFIG) or {}
-            listed, methods = set(plan.get("runs") or []), set(plan.get("methods") or [])
-            train_dirs = _subdirs(path / STUDY_TRAIN_DIR)
-            runs += [_train_record(d, group) for d in train_dirs if not listed or d.name in listed]
-            evals += [
-                _eval_record(d, group, d.name)
-                for d in _subdirs(path / STUDY_EVAL_DIR)
-                if not methods or d.name == BASE_EVAL or d.name in methods
-            ]
+        if is_study(path):
+            study_runs, study_evals = _study_records(path)
+            runs, evals = runs + study_runs, evals + study_evals
         elif (path / RUN_SUMMARY).is_file() or (path / TRAINER_STATE).is_file():
-            runs.append(_train_record(path, ""))
+            runs.append(_train_record(path))
         elif (path / EVAL_SUMMARY).is_file() or (path / EVAL_CONFIG).is_file():
             loose_evals.append(path)
         else:
@@ -92,73 +170,130 @@ def collect(paths: Iterable[str | Path]) -> tuple[list[TrainRecord], list[EvalRe
                 f"{path} is neither a study dir (train/, eval/), a training run (run_summary.json) "
                 "nor an evaluation (summary.json)"
             )
-    by_path = {r.path.resolve(): r for r in runs}
-    for path in loose_evals:
-        info = read_json(path / EVAL_SUMMARY) or read_json(path / EVAL_CONFIG) or {}
-        adapter, model = info.get("adapter"), info.get("model")
-        matched = next(
-            (by_path[Path(p).resolve()] for p in (adapter, model) if p and Path(p).resolve() in by_path), None
-        )
-        record = _eval_record(path, "", None)
-        if matched is not None:
-            record.label, record.run = matched.method or matched.name, matched.name
-        else:
-            record.label = BASE_EVAL if not adapter else path.name
-        evals.append(record)
-    # Two evaluations with one label (e.g. two loose base evals) keep apart by their folder names.
-    seen: dict[tuple[str, str], int] = {}
-    for record in evals:
-        key = (record.group, record.label)
-        seen[key] = seen.get(key, 0) + 1
-        if seen[key] > 1:
-            record.label = f"{record.label} ({record.path.name})"
+    evals += [_loose_eval(path, runs) for path in loose_evals]
+    _distinct_labels(evals)
     order = {m: i for i, m in enumerate(METHODS)}
-    runs.sort(
-        key=lambda r: (
-            r.group,
-            order.get(r.method or "", len(order)),
-            r.learning_rate is None,  # unknown grid points last
-            r.learning_rate or 0.0,
-            r.lora_r or 0,
-            r.name,
-        )
-    )
+    runs.sort(key=lambda r: (
+        order.get(r.method or "", len(order)),
+        r.learning_rate is None,  # unknown grid points last
+        r.learning_rate or 0.0,
+        r.lora_r or 0,
+        r.name,
+    ))  # fmt: skip
     return runs, evals
 
 
-def best_runs(runs: list[TrainRecord]) -> dict[tuple[str, str], str]:
-    """``{(group, method): best run name}`` by :data:`BEST_RULE`."""
+def _distinct_labels(evals: list[EvalRecord]) -> None:
+    """Two evaluations with one label (e.g. two loose base evals) keep apart by their folder names."""
+    seen: dict[str, int] = {}
+    for record in evals:
+        seen[record.label] = seen.get(record.label, 0) + 1
+        if seen[record.label] > 1:
+            record.label = f"{record.label} ({record.path.name})"
+
+
+def plan_reports(sources: Sequence[str | Path], output: str | Path) -> list[tuple[list[Path], Path]]:
+    """Which sources go into which report folder: ``[(sources, output_dir), ...]``.
+
+    One study (with any run or evaluation dirs) or no study: one report in ``output``. Several study dirs and
+    nothing else: one report per study in ``output/<study folder name>/``. Several studies mixed with run or
+    evaluation dirs, or two studies with one folder name, are refused: which study they belong to is unknown.
+    """
+    paths = [Path(p) for p in sources]
+    studies = [p for p in paths if is_study(p)]
+    if len(studies) <= 1:
+        return [(paths, Path(output))]
+    others = [p for p in paths if p not in studies]
+    if others:
+        raise UserError(
+            f"{len(studies)} study dirs and {len(others)} other dir(s) given ({others[0]}, ...): "
+            "make one report per study, or give one study with its extra runs and evaluations"
+        )
+    names = [p.name for p in studies]
+    if len(set(names)) < len(names):
+        clash = next(name for name in names if names.count(name) > 1)
+        raise UserError(f"two study dirs are both named '{clash}'; their reports would go to one folder")
+    return [([study], Path(output) / study.name) for study in studies]
+
+
+# ---- the best run of each method -----------------------------------------------------------------------------------
+
+
+def best_runs(runs: list[TrainRecord]) -> dict[str, str]:
+    """``{method: best run name}`` by :data:`artifacts.BEST_RULE`; a diverged run is never eligible."""
     best = {}
-    for key in sorted({(r.group, r.method) for r in runs if r.method}):
-        name = artifacts.select_best([(r.name, r.summary) for r in runs if (r.group, r.method) == key])
+    for method in sorted({r.method for r in runs if r.method}):
+        candidates = [(r.name, None if divergence(r.summary) else r.summary) for r in runs if r.method == method]
+        name = artifacts.select_best(candidates)
         if name is not None:
-            best[key] = name
+            best[method] = name
     return best
 
 
 @dataclass
 class AccuracyRow:
+    """One row of the accuracy table: base, a method (its evaluation, or the run it still needs), or another eval."""
+
     label: str
     record: EvalRecord | None
     expected_run: str | None  # the run the study would evaluate (for a missing evaluation)
-    base: EvalRecord | None
+    base: EvalRecord | None  # the base evaluation this row is compared with (None for base itself)
+    is_base: bool = False
+
+    @property
+    def summary(self) -> EvalSummary | None:
+        return self.record.summary if self.record is not None else None
 
 
 def accuracy_rows(runs: list[TrainRecord], evals: list[EvalRecord]) -> list[AccuracyRow]:
-    """Base first, then one row per method (present or missing), then any other evaluation, per group."""
+    """Base first, then one row per method (present or missing), then any other evaluation."""
     best = best_runs(runs)
-    rows = []
-    groups = sorted({r.group for r in runs} | {e.group for e in evals})
-    bases = [e for e in evals if e.label == BASE_EVAL]
-    for group in groups:
-        prefix = f"{group}/" if group else ""
-        in_group = {e.label: e for e in evals if e.group == group}
-        base = in_group.get(BASE_EVAL) or (bases[0] if len(bases) == 1 else None)
-        rows.append(AccuracyRow(prefix + BASE_EVAL, in_group.get(BASE_EVAL), None, None))
-        methods = [m for m in METHODS if m in in_group or any(r.group == group and r.method == m for r in runs)]
-        for method in methods:
-            rows.append(AccuracyRow(prefix + method, in_group.get(method), best.get((group, method)), base))
-        for name, record in in_group.items():
-            if name != BASE_EVAL and name not in METHODS:
-                rows.append(AccuracyRow(prefix + name, record, None, base))
+    by_label = {e.label: e for e in evals}
+    base = by_label.get(BASE_EVAL)
+    rows = [AccuracyRow(BASE_EVAL, base, None, None, is_base=True)]
+    methods = [m for m in METHODS if m in by_label or any(r.method == m for r in runs)]
+    rows += [AccuracyRow(m, by_label.get(m), best.get(m), base) for m in methods]
+    rows += [AccuracyRow(label, e, None, base) for label, e in by_label.items() if label != BASE_EVAL
+             and label not in METHODS]  # fmt: skip
     return rows
+
+
+# ---- an evaluation's graded rows ---------------------------------------------------------------------------------
+
+
+class RowsUnavailable(ValueError):
+    """An evaluation's per-problem rows cannot be used; the message says why, for the report."""
+
+
+def graded_rows(record: EvalRecord) -> list[dict[str, Any]]:
+    """The graded rows of ``generations.jsonl`` that the evaluation's ``summary.json`` scored.
+
+    As ``mathsft.evaluation`` does when it summarizes: problems ``0 .. num_problems-1`` (when ids are indices),
+    samples ``0 .. num_samples-1``, the first row of each (id, sample). Raises :class:`RowsUnavailable` when the
+    file is missing, torn or does not hold exactly the scored rows, so nothing is computed from other answers.
+    """
+    summary = record.summary
+    if summary is None:
+        raise RowsUnavailable(f"no {EVAL_SUMMARY}")
+    path = record.path / GENERATIONS
+    if not path.is_file():
+        raise RowsUnavailable(f"no {GENERATIONS}")
+    try:
+        rows = artifacts.read_jsonl_rows(path)
+    except UserError as err:
+        raise RowsUnavailable(str(err)) from err
+    problems, samples = summary.get("num_problems") or 0, summary.get("num_samples") or 0
+    indexed = all(isinstance(row.get("id"), int) for row in rows)
+    kept: dict[tuple[Any, int], dict[str, Any]] = {}
+    for row in rows:
+        sample = row.get("sample", 0)
+        if "correct" not in row or "id" not in row or not isinstance(sample, int) or not 0 <= sample < samples:
+            continue
+        if indexed and not 0 <= row["id"] < problems:
+            continue
+        kept.setdefault((row["id"], sample), row)
+    if not kept or len(kept) != problems * samples:
+        raise RowsUnavailable(
+            f"{GENERATIONS} holds {len(kept)} graded rows, {EVAL_SUMMARY} scored {problems} × {samples}"
+        )
+    return list(kept.values())

@@ -149,3 +149,18 @@ def test_time_follows_an_explicit_device_and_long_runs_read_in_hours():
     assert findings(methods) == [
         "Time per epoch (on GPU): adamw 2 h 02 min (the longest), sgd 1 h 01 min (50% of adamw)."
     ]
+
+
+def test_a_diverged_run_names_its_step():
+    methods = [
+        MethodResult("adamw", lowest_val_loss=0.9, lowest_val_loss_step=20),
+        MethodResult("sgd-lr1", lowest_val_loss=0.1, lowest_val_loss_step=10, diverged=True, diverged_step=12),
+        MethodResult("sgd-lr3", diverged=True, interrupted=True, diverged_step=4),
+    ]
+    assert findings(methods) == [
+        "adamw's lowest validation loss was 0.900 at step 20.",  # the diverged run's lower loss is not compared
+        "sgd-lr1 diverged (non-finite loss) at step 12; its loss, memory and time are left out of the comparisons "
+        "above.",
+        "sgd-lr3 diverged (non-finite loss) at step 4 and was interrupted; its loss, memory and time are left out of "
+        "the comparisons above.",
+    ]

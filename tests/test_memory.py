@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from summary_factory import hyperparameters
 
 from conftest import REAL_TOKENIZER
-from mathsft.memory import GB, StaticMemory, dtype_bytes, static_memory, static_memory_from_summary
+from mathsft.memory import GB, StaticMemory, dtype_bytes, state_buffers, static_memory, static_memory_from_summary
 
 QWEN3_06B_PARAMS = 596_049_920  # Qwen3-0.6B-Base, tied embeddings (checked by test_qwen3_06b_parameter_count)
 
@@ -23,8 +24,15 @@ TINY_PARAMS = 49_152 + 2 * 49_312 + 64  # 147,840
 TINY_LORA_ADAPTERS = 2 * (1_024 + 768 + 768 + 1_024 + 3 * 2_048)  # 19,456
 
 
+def test_buffers_come_from_the_registry():
+    assert [state_buffers(m, {"sgd_momentum": 0.9}) for m in ("adamw", "sgd", "lora")] == [2, 1, 2]
+    assert state_buffers("sgd", {"sgd_momentum": 0.0}) == 0  # torch.optim.SGD keeps no buffer without momentum
+    with pytest.raises(ValueError, match="unknown method 'lion'"):
+        state_buffers("lion", {})
+
+
 def test_qwen3_06b_fp32_adamw_matches_the_issue():
-    memory = static_memory(QWEN3_06B_PARAMS, QWEN3_06B_PARAMS, 4, "adamw")
+    memory = static_memory(QWEN3_06B_PARAMS, QWEN3_06B_PARAMS, 4, state_buffers("adamw", {}))
     assert memory.weights_bytes == 2_384_199_680
     assert memory.gradients_bytes == 2_384_199_680
     assert memory.optimizer_state_bytes == 4_768_399_360
@@ -34,39 +42,50 @@ def test_qwen3_06b_fp32_adamw_matches_the_issue():
 
 
 def test_qwen3_06b_sgd_and_lora():
-    sgd = static_memory(QWEN3_06B_PARAMS, QWEN3_06B_PARAMS, 4, "sgd", momentum=0.9)
+    sgd = static_memory(QWEN3_06B_PARAMS, QWEN3_06B_PARAMS, 4, 1)
     assert sgd.optimizer_state_bytes == 2_384_199_680  # one momentum buffer
-    assert static_memory(QWEN3_06B_PARAMS, QWEN3_06B_PARAMS, 4, "sgd", momentum=0.0).optimizer_state_bytes == 0
+    assert static_memory(QWEN3_06B_PARAMS, QWEN3_06B_PARAMS, 4, 0).optimizer_state_bytes == 0
     # LoRA r=16 on all seven projections of Qwen3-0.6B: per layer 16 * (in + out) summed over q (1024+2048),
     # k, v (1024+1024 each), o (2048+1024), gate, up, down (1024+3072 each) = 360,448; times 28 layers.
     adapters = 28 * 16 * (2 * 3072 + 2 * 2048 + 3 * 4096)
     assert adapters == 10_092_544
-    lora = static_memory(QWEN3_06B_PARAMS + adapters, adapters, 4, "adamw")
+    lora = static_memory(QWEN3_06B_PARAMS + adapters, adapters, 4, 2)
     assert lora.weights_bytes == (QWEN3_06B_PARAMS + adapters) * 4
     assert (lora.gradients_bytes, lora.optimizer_state_bytes) == (adapters * 4, adapters * 8)
 
 
 def test_tiny_model_by_hand():
     assert TINY_PARAMS == 147_840
-    assert static_memory(TINY_PARAMS, TINY_PARAMS, 4, "adamw") == StaticMemory(591_360, 591_360, 1_182_720)
-    assert static_memory(TINY_PARAMS, TINY_PARAMS, 4, "sgd", 0.9) == StaticMemory(591_360, 591_360, 591_360)
-    assert static_memory(TINY_PARAMS, TINY_PARAMS, 2, "sgd", 0.0) == StaticMemory(295_680, 295_680, 0)
+    assert static_memory(TINY_PARAMS, TINY_PARAMS, 4, 2) == StaticMemory(591_360, 591_360, 1_182_720)
+    assert static_memory(TINY_PARAMS, TINY_PARAMS, 4, 1) == StaticMemory(591_360, 591_360, 591_360)
+    assert static_memory(TINY_PARAMS, TINY_PARAMS, 2, 0) == StaticMemory(295_680, 295_680, 0)
     # LoRA with fp32 adapters on a bf16 base: frozen weights at 2 bytes, adapters (and their grads, moments) at 4.
-    lora = static_memory(TINY_PARAMS + TINY_LORA_ADAPTERS, TINY_LORA_ADAPTERS, 2, "adamw", trainable_dtype_bytes=4)
+    lora = static_memory(TINY_PARAMS + TINY_LORA_ADAPTERS, TINY_LORA_ADAPTERS, 2, 2, trainable_dtype_bytes=4)
     assert lora == StaticMemory(147_840 * 2 + 19_456 * 4, 19_456 * 4, 19_456 * 8)
     assert lora.activations_and_workspace_gib(1.0) == pytest.approx(1.0 - lora.total_bytes / 1024**3)
 
 
+def _summary(method: str, total: int, trainable: int, dtype: str, **hyper: object) -> dict:
+    return {"method": method, "total_params": total, "trainable_params": trainable,
+            "hyperparameters": hyperparameters(method, dtype=dtype, **hyper)}  # fmt: skip
+
+
 def test_from_summary():
-    summary = {"total_params": TINY_PARAMS, "trainable_params": TINY_PARAMS,
-               "hyperparameters": {"dtype": "float32", "optimizer": "sgd", "sgd_momentum": 0.9, "use_peft": False}}
-    assert static_memory_from_summary(summary) == StaticMemory(591_360, 591_360, 591_360)
-    lora = {"total_params": TINY_PARAMS + TINY_LORA_ADAPTERS, "trainable_params": TINY_LORA_ADAPTERS,
-            "hyperparameters": {"dtype": "bfloat16", "optimizer": "adamw", "sgd_momentum": 0.9, "use_peft": True}}
-    assert static_memory_from_summary(lora).optimizer_state_bytes == TINY_LORA_ADAPTERS * 8
-    assert static_memory_from_summary(lora).weights_bytes == TINY_PARAMS * 2 + TINY_LORA_ADAPTERS * 4
-    assert static_memory_from_summary({**summary, "hyperparameters": {"dtype": "auto", "optimizer": "adamw"}}) is None
-    assert static_memory_from_summary({"hyperparameters": {"optimizer": "adamw"}}) is None
+    assert static_memory_from_summary(_summary("sgd", TINY_PARAMS, TINY_PARAMS, "float32")) == StaticMemory(
+        591_360, 591_360, 591_360)  # fmt: skip
+    no_momentum = _summary("sgd", TINY_PARAMS, TINY_PARAMS, "float32", sgd_momentum=0.0)
+    assert static_memory_from_summary(no_momentum) == StaticMemory(591_360, 591_360, 0)
+    lora = static_memory_from_summary(_summary("lora", TINY_PARAMS + TINY_LORA_ADAPTERS, TINY_LORA_ADAPTERS,
+                                               "bfloat16"))  # fmt: skip
+    assert lora is not None and lora.optimizer_state_bytes == TINY_LORA_ADAPTERS * 8
+    assert lora.weights_bytes == TINY_PARAMS * 2 + TINY_LORA_ADAPTERS * 4
+    # Not enough said: dtype auto, no counts, an unregistered method, a hyperparameter the method owns is missing.
+    assert static_memory_from_summary(_summary("adamw", 10, 10, "auto")) is None
+    assert static_memory_from_summary({"method": "adamw", "hyperparameters": {"dtype": "float32"}}) is None
+    assert static_memory_from_summary({**_summary("adamw", 10, 10, "float32"), "method": "adafactor"}) is None
+    sgd = _summary("sgd", 10, 10, "float32")
+    del sgd["hyperparameters"]["sgd_momentum"]
+    assert static_memory_from_summary(sgd) is None
 
 
 def test_bad_input_is_refused():
@@ -74,9 +93,9 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError):
         dtype_bytes("int4")
     with pytest.raises(ValueError):
-        static_memory(10, 11, 4, "adamw")
+        static_memory(10, 11, 4, 2)
     with pytest.raises(ValueError):
-        static_memory(10, 10, 4, "lion")
+        static_memory(10, 10, 4, -1)
     assert GB == 10**9
 
 
@@ -122,7 +141,8 @@ def test_full_fine_tuning_matches_what_torch_allocates(optimizer_name, momentum,
     optimizer = torch.optim.AdamW(params) if optimizer_name == "adamw" else torch.optim.SGD(params, 0.1, momentum)
     measured = _one_step(model, optimizer)
     assert sum(p.numel() for p in params) == TINY_PARAMS
-    assert measured == static_memory(TINY_PARAMS, TINY_PARAMS, dtype_bytes(dtype_name), optimizer_name, momentum)
+    buffers = state_buffers(optimizer_name, {"sgd_momentum": momentum})
+    assert measured == static_memory(TINY_PARAMS, TINY_PARAMS, dtype_bytes(dtype_name), buffers)
 
 
 def test_lora_on_a_bf16_base_matches_what_torch_allocates():
@@ -135,8 +155,7 @@ def test_lora_on_a_bf16_base_matches_what_torch_allocates():
     optimizer = torch.optim.AdamW(trainable)
     measured = _one_step(model, optimizer)
     assert sum(p.numel() for p in trainable) == TINY_LORA_ADAPTERS
-    summary = {"total_params": TINY_PARAMS + TINY_LORA_ADAPTERS, "trainable_params": TINY_LORA_ADAPTERS,
-               "hyperparameters": {"dtype": "bfloat16", "optimizer": "adamw", "sgd_momentum": 0.9, "use_peft": True}}
+    summary = _summary("lora", TINY_PARAMS + TINY_LORA_ADAPTERS, TINY_LORA_ADAPTERS, "bfloat16")
     assert measured == static_memory_from_summary(summary)
 
 
