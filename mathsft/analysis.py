@@ -27,7 +27,6 @@ from mathsft.results import (
     accuracy_rows,
     best_runs,
     divergence,
-    eval_extras,
     graded_rows,
 )  # fmt: skip
 
@@ -80,7 +79,7 @@ def eval_result(row: AccuracyRow) -> EvalResult:
         result.rows = _problem_keyed(graded_rows(row.record))
     except RowsUnavailable as err:
         result.rows_problem = str(err)
-    recorded = eval_extras(summary).get("accuracy_ci95")
+    recorded = summary.get("accuracy_ci95")
     if isinstance(recorded, list) and len(recorded) == 2:
         result.interval, result.interval_source = (float(recorded[0]), float(recorded[1])), "summary.json"
     elif result.rows is not None:

@@ -84,8 +84,8 @@ class RunSummary(TypedDict):
     data: dict[str, Any]
     trainable_params: int
     total_params: int
-    train_loss: list[list[float | None]]  # [step, loss]; null where the loss was not finite
-    eval_loss: list[list[float | None]]
+    train_loss: list[list[Any]]  # [step, loss]; the loss is null where it was not finite
+    eval_loss: list[list[Any]]
     epochs: list[EpochRecord]
     memory_kind: str
     total_time_s: float

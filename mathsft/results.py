@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any
 
 from mathsft import artifacts
 from mathsft.artifacts import (
@@ -32,33 +32,6 @@ from mathsft.artifacts import (
 from mathsft.errors import UserError
 from mathsft.methods import METHODS
 
-# ---- keys the summaries may carry beyond their schema ------------------------------------------------------------
-
-
-class RunSummaryExtras(TypedDict, total=False):
-    """Keys a ``run_summary.json`` may carry beyond :class:`artifacts.RunSummary` (to move into that schema)."""
-
-    diverged: bool  # training stopped on a non-finite loss or gradient norm
-    diverged_step: int | None
-
-
-class EvalSummaryExtras(TypedDict, total=False):
-    """Keys an evaluation's ``summary.json`` may carry beyond :class:`artifacts.EvalSummary` (issue 11)."""
-
-    accuracy_ci95: list[float]  # [low, high], fractions
-    ci_method: str  # "wilson" or "bootstrap"
-
-
-def run_extras(summary: RunSummary) -> RunSummaryExtras:
-    """The extra keys of a run summary, typed so that each is read by its literal name."""
-    return cast(RunSummaryExtras, summary)
-
-
-def eval_extras(summary: EvalSummary) -> EvalSummaryExtras:
-    """The extra keys of an evaluation summary, typed so that each is read by its literal name."""
-    return cast(EvalSummaryExtras, summary)
-
-
 # ---- divergence --------------------------------------------------------------------------------------------------
 
 
@@ -79,10 +52,9 @@ def divergence(summary: RunSummary | None) -> Divergence | None:
         return None
     curves = (summary.get("train_loss") or []) + (summary.get("eval_loss") or [])
     first_bad = min((int(step) for step, value in curves if not _finite(value)), default=None)
-    extras = run_extras(summary)
-    if not extras.get("diverged") and first_bad is None:
+    if not summary.get("diverged") and first_bad is None:
         return None
-    step = extras.get("diverged_step")
+    step = summary.get("diverged_step")
     return Divergence(int(step) if step is not None else first_bad)
 
 

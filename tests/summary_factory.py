@@ -15,7 +15,7 @@ from typing import Any, get_type_hints
 from mathsft import artifacts
 from mathsft.artifacts import EpochRecord, EvalSummary, RunSummary, schema_problems
 from mathsft.methods import METHODS
-from mathsft.results import EvalSummaryExtras, RunSummaryExtras
+from mathsft.stats import wilson_interval
 
 # A value for every hyperparameter a registered method may own; a new method's new key fails here until added.
 METHOD_HYPERPARAMETERS: dict[str, Any] = {
@@ -40,8 +40,8 @@ CPU_EPOCHS: list[EpochRecord] = [
 ]  # fmt: skip
 
 
-def _build(schema: type, extras: type, defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    keys, extra_keys = set(get_type_hints(schema)), set(get_type_hints(extras))
+def _build(schema: type, defaults: dict[str, Any], overrides: dict[str, Any], extra_keys: set[str]) -> dict[str, Any]:
+    keys = set(get_type_hints(schema))
     if set(defaults) != keys:
         raise AssertionError(f"the factory of {schema.__name__} is out of date: schema keys it lacks "
                              f"{sorted(keys - set(defaults))}, keys the schema lacks {sorted(set(defaults) - keys)}")
@@ -49,7 +49,7 @@ def _build(schema: type, extras: type, defaults: dict[str, Any], overrides: dict
     if unknown:
         raise KeyError(f"{schema.__name__} has no key {sorted(unknown)}")
     data = defaults | overrides
-    problems = schema_problems(data, schema) + schema_problems(data, extras)
+    problems = schema_problems(data, schema)
     if problems:
         raise AssertionError(f"{schema.__name__}: {problems}")
     return data
@@ -97,9 +97,11 @@ def run_summary(method: str = "adamw", *, lr: float = 1e-5, val: tuple[float, ..
         "dropped_train_examples": 10,
         "dropped_validation_examples": 2,
         "interrupted": False,
+        "diverged": False,
+        "diverged_step": None,
         "finished_at": "2026-01-01T00:00:00+0000",
     }  # fmt: skip
-    return _build(RunSummary, RunSummaryExtras, defaults, overrides)  # type: ignore[return-value]
+    return _build(RunSummary, defaults, overrides, set())  # type: ignore[return-value]
 
 
 def eval_summary(accuracy: float = 0.5, problems: int = 4, samples: int = 1, **overrides: Any) -> EvalSummary:
@@ -109,6 +111,9 @@ def eval_summary(accuracy: float = 0.5, problems: int = 4, samples: int = 1, **o
         "by_subject": {"Algebra": {"accuracy": 0.5, "count": 2}, "Geometry": {"accuracy": accuracy, "count": 2}},
         "by_level": {"1": {"accuracy": 1.0, "count": 1}, "5": {"accuracy": 0.0, "count": 3}},
         "no_box": 1, "truncated": 0, "grader_timeout": 0, "grader_error": 0,
+        "accuracy_ci95": list(wilson_interval(round(accuracy * problems * samples), problems * samples)),
+        "ci_method": "wilson",
+        "grader": {"rules_version": "2", "equivalence": "mathsft.equivalence", "math-verify": "0.9.0"},
         "model": "Qwen/Qwen3-0.6B-Base", "adapter": None, "dataset": "ricdomolm/MATH-500", "split": "test",
         "generation": {"num_samples": samples, "temperature": 0.0, "top_p": 1.0, "max_new_tokens": 1024, "seed": 42,
                        "system_prompt": None},
@@ -116,7 +121,9 @@ def eval_summary(accuracy: float = 0.5, problems: int = 4, samples: int = 1, **o
         "resumed_rows": 0, "generated_rows": problems * samples,
         "wall_time_s": 95.0, "generation_time_s": 90.0, "generated_tokens": 461_106, "generated_tokens_per_s": 5123.4,
     }  # fmt: skip
-    return _build(EvalSummary, EvalSummaryExtras, defaults, overrides)  # type: ignore[return-value]
+    # Sampled evaluations also carry pass@k and maj@n, named by k and n.
+    sampled = {key for key in overrides if key.startswith(("pass@", "maj@"))}
+    return _build(EvalSummary, defaults, overrides, sampled)  # type: ignore[return-value]
 
 
 def graded_rows(correct: list[bool] | list[list[bool]], subjects: tuple[str, ...] = ("Algebra", "Geometry"),

@@ -18,8 +18,8 @@ from mathsft.template import render_generation_prompt
 BASE = ["run_eval.py", "--model", str(SMOKE_MODEL), "--dataset", str(SMOKE_DATA), "--no_progress"]
 GREEDY = [*BASE, "--limit", "6", "--max_new_tokens", "16"]
 ROW_FIELDS = {
-    "id", "unique_id", "subject", "level", "sample", "prompt", "completion", "pred", "gold", "correct", "status", "rule",
-    "finish_reason", "num_tokens",
+    "id", "unique_id", "subject", "level", "sample", "prompt", "completion", "pred", "gold", "correct", "status",
+    "rule", "finish_reason", "num_tokens",
 }  # fmt: skip
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from summary_factory import hyperparameters
 
 from conftest import REAL_TOKENIZER
 from mathsft.memory import GB, StaticMemory, dtype_bytes, state_buffers, static_memory, static_memory_from_summary
+from summary_factory import hyperparameters
 
 QWEN3_06B_PARAMS = 596_049_920  # Qwen3-0.6B-Base, tied embeddings (checked by test_qwen3_06b_parameter_count)
 

@@ -12,6 +12,7 @@ from PIL import Image, ImageStat
 
 import run_study
 from conftest import REPO, run_cli
+from mathsft.report import missing_cells
 from mathsft.study import describe_changes, overrides_to_args
 
 # The smoke study as committed, made shorter for the test: 4 steps per epoch, 8 evaluation problems. It still runs
@@ -80,11 +81,15 @@ def test_smoke_study_end_to_end_then_skips(tmp_path: Path) -> None:
     resources = (report / "resources.md").read_text()
     for name in RUNS:
         assert re.search(rf"^\| {re.escape(name)} \| \w+ \| cpu .* \| fp32 / float32 weights \| 8 × 2 × 1 = 16 \|.*"
-                         r"\(RSS\) \| n/a \(CPU\) \|", resources, re.M), name  # fmt: skip
+                         r"\| n/a \(CPU run\) \| n/a \(CPU run\) \| \d+\.\d\d \|", resources, re.M), name  # fmt: skip
     accuracy = (report / "accuracy.md").read_text()
-    assert re.search(r"^\| base \| assets/smoke/model \| \d+\.\d\d% \| \(base\) \| \d+ / 8 \|", accuracy, re.M)
+    interval = r"\d+\.\d–\d+\.\d%"
+    assert re.search(rf"^\| base \| assets/smoke/model \| \d+\.\d\d% \| {interval} \| \(base\) \| \d+ / 8 \|", accuracy,
+                     re.M)  # fmt: skip
     for method, run in (("adamw", "adamw-lr3e-3"), ("sgd", best_sgd), ("lora", "lora-lr0.01")):
-        assert re.search(rf"^\| {method} \| {run} \| \d+\.\d\d% \| [+-]\d+\.\d\d \| \d+ / 8 \|", accuracy, re.M)
+        row = rf"^\| {method} \| {run} \| \d+\.\d\d% \| {interval} \| [+-]\d+\.\d\d \| \d+ / 8 \|"
+        assert re.search(row, accuracy, re.M), method
+    assert missing_cells(report) == []  # every convergence and resources cell has its number
     text = (report / "report.md").read_text()
     assert "[resources.md](resources.md)" in text and "[accuracy.md](accuracy.md)" in text
     assert "![Training loss](loss_train.png)" in text and "![Validation loss](loss_val.png)" in text
