@@ -29,6 +29,7 @@ from mathsft.errors import UserError, reject_unknown_keys
 from mathsft.generation import BACKENDS
 from mathsft.grading import validate_grader_timeout
 from mathsft.identity import exclusive_output, first_difference, normalized
+from mathsft.shards import SHARD_PATTERN, ProcessGroup, Shard, current_shard, merge_shards
 
 # Test hook: raise KeyboardInterrupt after this many batches were written (simulates Ctrl-C in the e2e tests).
 _INTERRUPT_ENV = "MATHSFT_EVAL_INTERRUPT_AFTER_BATCHES"
@@ -164,7 +165,9 @@ class EvalRun:
     backend: str
     examples: list[dict[str, Any]]
     resumed_rows: int
-    todo: list[tuple[int, int]]  # (problem index, sample) pairs without a row yet
+    todo: list[tuple[int, int]]  # this process's (problem index, sample) pairs without a row yet
+    shard: Shard = field(default_factory=Shard)
+    total_todo: int = 0  # pairs without a row yet, over all processes
 
     @property
     def generations_path(self) -> Path:
@@ -213,15 +216,17 @@ def check_or_write_config(output: Path, settings: dict[str, Any]) -> None:
     artifacts.write_json_atomic(path, settings)
 
 
-def prepare_evaluation(args: EvalArguments) -> EvalRun:
-    """Check everything that can fail fast (settings, data, output folder) before any model is loaded."""
+def prepare_evaluation(args: EvalArguments, shard: Shard | None = None) -> EvalRun:
+    """Check everything that can fail fast (settings, data, output folder) before any model is loaded; the main
+    process also prepares the output folder (``--overwrite``, ``eval_config.json``, shares left by a stopped run)."""
     from datasets.utils.logging import disable_progress_bar
 
     from mathsft.environment import resolve_device
     from mathsft.generation import resolve_backend, resolve_dtype
 
+    shard = shard or Shard()
     validate_eval_args(args)
-    device = resolve_device(args.device)
+    device = resolve_device(_process_device(args.device, shard))
     dtype = resolve_dtype(args.dtype, device)
     backend = resolve_backend(args.backend, device)
     disable_progress_bar()  # MATH-500 loads in a second; keep stderr for errors and the generation bar
@@ -231,27 +236,44 @@ def prepare_evaluation(args: EvalArguments) -> EvalRun:
             raise UserError(f"{args.dataset} ({args.split}) row {row}: '{args.answer_column}' is empty or null")
     if args.limit is not None:
         problems = problems.select(range(min(args.limit, len(problems))))
-    examples = problems.to_list()
+    run = EvalRun(args, Path(args.output), device, dtype, backend, problems.to_list(), 0, [], shard)
+    if shard.is_main:
+        _prepare_output(run)
+    return run
 
-    output = Path(args.output)
+
+def _process_device(device: str, shard: Shard) -> str:
+    """With several processes on GPUs, ``auto`` is this process's own GPU."""
+    import torch
+
+    if device == "auto" and shard.distributed and torch.cuda.is_available():
+        return f"cuda:{shard.local_rank}"
+    return device
+
+
+def _prepare_output(run: EvalRun) -> None:
+    output, args = run.output, run.args
     artifacts.check_writable_dir(output, "--output folder")
     output.mkdir(parents=True, exist_ok=True)
     if args.overwrite:
-        for name in (GENERATIONS, EVAL_CONFIG, EVAL_SUMMARY):
-            (output / name).unlink(missing_ok=True)
-    run = EvalRun(args, output, device, dtype, backend, examples, 0, [])
+        for path in [output / GENERATIONS, output / EVAL_CONFIG, output / EVAL_SUMMARY, *output.glob(SHARD_PATTERN)]:
+            path.unlink(missing_ok=True)
     check_or_write_config(output, eval_settings(args, run.dtype_name))
+    merged = merge_shards(output)  # rows a stopped multi-process run left in its shares
+    if merged:
+        print(f"merged {merged} rows left by a stopped multi-process run into {run.generations_path}", file=sys.stderr)
+    read_jsonl_rows(run.generations_path, repair=True)  # cut a torn last line before anyone reads the file
 
-    existing = read_jsonl_rows(run.generations_path, repair=True)
+
+def plan_work(run: EvalRun) -> None:
+    """The (problem, sample) pairs without a row yet, and this process's share of them."""
+    existing = read_jsonl_rows(run.generations_path)
     done = {(row["id"], row["sample"]) for row in existing}
-    run.resumed_rows = len(existing)
-    run.todo = [(pid, s) for pid in range(len(examples)) for s in range(args.num_samples) if (pid, s) not in done]
-    if existing:
-        print(
-            f"resuming: {len(existing)} rows already in {run.generations_path}, {len(run.todo)} to generate",
-            file=sys.stderr,
-        )
-    return run
+    todo = [(pid, s) for pid in range(len(run.examples)) for s in range(run.args.num_samples) if (pid, s) not in done]
+    run.resumed_rows, run.total_todo, run.todo = len(existing), len(todo), run.shard.take(todo)
+    if existing and run.shard.is_main:
+        print(f"resuming: {len(existing)} rows already in {run.generations_path}, {len(todo)} to generate",
+              file=sys.stderr)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -312,7 +334,7 @@ def generate_and_grade(run: EvalRun) -> GenerationStats:
         return stats
     args = run.args
     model, tokenizer = gen.load_model_and_tokenizer(
-        args.model, args.adapter, args.device, args.dtype, args.attn_implementation
+        args.model, args.adapter, str(run.device), args.dtype, args.attn_implementation
     )
     prompts, requests = _requests(run, tokenizer)
     settings = gen.SamplingSettings(
@@ -322,7 +344,7 @@ def generate_and_grade(run: EvalRun) -> GenerationStats:
     started = time.perf_counter()
     batches = gen.generate(model, tokenizer, requests, settings, run.backend, args.batch_size, args.progress)
     try:
-        with JsonlAppender(run.generations_path) as appender, contextlib.closing(batches):
+        with JsonlAppender(run.shard.rows_path(run.output)) as appender, contextlib.closing(batches):
             # closing() stops the paged backend's thread on Ctrl-C or an error
             for number, finished in enumerate(batches, start=1):
                 keys = [cast(tuple[int, int], key) for key, _ in finished]
@@ -373,14 +395,15 @@ def summarize_evaluation(run: EvalRun, stats: GenerationStats, wall_time_s: floa
             "dtype": run.dtype_name,
             "device": device_name(run.device),
             "resumed_rows": run.resumed_rows,
-            "generated_rows": len(run.todo),
+            "generated_rows": run.total_todo,
+            "num_processes": run.shard.world_size,
             "wall_time_s": round(wall_time_s, 3),
             "generation_time_s": round(stats.seconds, 3),
             "generated_tokens": stats.tokens,
             "generated_tokens_per_s": round(stats.tokens / stats.seconds, 1) if stats.seconds else None,
         }
     )
-    if not run.todo:  # nothing generated now (a finished run, rerun): keep the timings of the run that generated
+    if not run.total_todo:  # nothing generated now (a finished run, rerun): keep the timings of the run that generated
         previous = artifacts.read_json(run.output / EVAL_SUMMARY) or {}
         summary |= {key: previous[key] for key in TIMING_KEYS if key in previous}
     artifacts.write_json_atomic(run.output / EVAL_SUMMARY, summary)
@@ -389,15 +412,29 @@ def summarize_evaluation(run: EvalRun, stats: GenerationStats, wall_time_s: floa
     return summary  # type: ignore[return-value]
 
 
-def run_evaluation(args: EvalArguments) -> EvalSummary:
-    """Generate, grade and summarize; resumes from ``<output>/generations.jsonl``. Returns the summary."""
+def run_evaluation(args: EvalArguments) -> EvalSummary | None:
+    """Generate, grade and summarize; resumes from ``<output>/generations.jsonl``. Returns the summary (None in the
+    processes other than the main one of a multi-process evaluation)."""
     started = time.perf_counter()
     validate_eval_args(args)
-    artifacts.check_writable_dir(args.output, "--output folder")
-    with exclusive_output(Path(args.output), "evaluation"):
-        run = prepare_evaluation(args)
-        stats = generate_and_grade(run)
-        return summarize_evaluation(run, stats, time.perf_counter() - started)
+    shard = current_shard()
+    group = ProcessGroup(shard)
+    try:
+        if shard.is_main:
+            artifacts.check_writable_dir(args.output, "--output folder")
+        with exclusive_output(Path(args.output), "evaluation") if shard.is_main else contextlib.nullcontext():
+            run = prepare_evaluation(args, shard)
+            group.barrier()  # the main process has prepared the output folder
+            plan_work(run)
+            stats = generate_and_grade(run)
+            stats = GenerationStats(int(group.reduce(stats.tokens, "sum")), group.reduce(stats.seconds, "max"))
+            group.barrier()  # every share is written
+            if not shard.is_main:
+                return None
+            merge_shards(run.output)
+            return summarize_evaluation(run, stats, time.perf_counter() - started)
+    finally:
+        group.close()
 
 
 def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
