@@ -1,7 +1,8 @@
 """Optimizer construction: parameter groups and the method's own builder (``mathsft.methods``), for the trainer.
 
-The trainer calls ``build_optimizer`` from ``create_optimizer`` after PEFT has wrapped the model (and after FSDP
-has sharded it), so it sees exactly the parameters that will train.
+The trainer calls ``build_optimizer`` from ``create_optimizer`` after PEFT has wrapped the model, so it sees exactly
+the parameters that will train. Under FSDP2 it is built over the full parameters and accelerate then swaps each one
+for its sharded DTensor (``MathSFTTrainer.optimizer_layout`` shows, after training, that it holds the shards).
 """
 
 from __future__ import annotations
