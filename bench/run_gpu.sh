@@ -160,6 +160,10 @@ copy_out() {  # the device tool brings back at most 8 files, at most 2 folders d
 
 [ "$MODE" = cpu-smoke ] && [ -z "$DATA" ] && smoke_data
 check_data
+if [ "$MODE" = gpu ] && ! nvidia-smi -L > /dev/null 2>&1; then
+  echo "error: MODE=gpu needs an NVIDIA GPU (nvidia-smi found none); on a CPU run MODE=cpu-smoke" >&2
+  exit 2
+fi
 install_wheels
 RESULTS=${RESULTS:-$(results_folder)} || exit 2
 mkdir -p "$RESULTS"

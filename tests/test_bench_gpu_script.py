@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,14 @@ def test_script_refuses_an_unknown_mode_and_missing_data(tmp_path):
     no_data = _script({"MODE": "gpu", "DATA": str(tmp_path / "nothing"), "RESULTS": str(tmp_path / "r")}, timeout=60)
     assert no_data.returncode == 2 and "cp -r ../shared/data/math500" in no_data.stderr
     assert not (tmp_path / "r").exists()  # nothing written before the data is there
+    if shutil.which("nvidia-smi") is None:
+        data = tmp_path / "data"
+        for path in (data / "math500" / "train.jsonl", data / "qwen3-0.6b-base" / "config.json"):
+            path.parent.mkdir(parents=True)
+            path.write_text("")
+        no_gpu = _script({"MODE": "gpu", "DATA": str(data), "RESULTS": str(tmp_path / "r")}, timeout=60)
+        assert no_gpu.returncode == 2 and "MODE=gpu needs an NVIDIA GPU" in no_gpu.stderr
+        assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.slow
