@@ -13,12 +13,12 @@ run is "cold" (CUDA graph capture / compilation / allocator warm-up included), t
 baseline is the loop a course notebook would write: ``model.generate`` on batches of 4 prompts with the dynamic
 cache, timed on the first ``--baseline_batches`` batches and extrapolated to all prompts.
 
-Writes ``<output_dir>/generate_throughput.json`` and ``generate_throughput.md``.
+Writes ``generate_throughput.json`` and ``generate_throughput.md`` into a fresh scratch folder under ``runs/bench/``
+unless ``--output_dir`` says otherwise (see ``bench/common.py``: ``bench/results/`` is for committed GPU results).
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import platform
@@ -28,21 +28,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from anywhere: import the project's own package
+if __package__ in (None, ""):  # run as a script: import the project's own packages
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from transformers import AutoConfig, AutoModelForCausalLM, HfArgumentParser  # noqa: E402
+import torch
+import transformers
+from transformers import AutoConfig, AutoModelForCausalLM, HfArgumentParser
 
-from mathsft import generation as gen  # noqa: E402
-from mathsft.data import load_problems  # noqa: E402
-from mathsft.environment import device_name, resolve_device  # noqa: E402
-from mathsft.errors import UserError, exit_on_user_error  # noqa: E402
-from mathsft.template import render_generation_prompt  # noqa: E402
+from bench.common import REPO, log, resolve_output_dir, sync, utc_timestamp
+from mathsft import generation as gen
+from mathsft.artifacts import write_json_atomic, write_text_atomic
+from mathsft.data import load_problems
+from mathsft.environment import device_name, resolve_device
+from mathsft.errors import UserError, exit_on_user_error
+from mathsft.template import render_generation_prompt
 
 SHARED = REPO.parent / "shared" / "data"
 SMOKE = REPO / "assets" / "smoke"
+RESULT_JSON = "generate_throughput.json"
+RESULT_MD = "generate_throughput.md"
 
 
 @dataclass
@@ -71,12 +75,11 @@ class BenchArguments:
         default=8, metadata={"help": "Batches of the course loop actually timed (0: all); the rest is extrapolated."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of the random weights."})
-    output_dir: str = field(default="bench/results", metadata={"help": "Where the JSON and Markdown go."})
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where the JSON and Markdown go (default: a new folder runs/bench/<device>_<date>). "
+                  "bench/results/<device>_<date>/ is for committed GPU results and must be new."},
+    )  # fmt: skip
 
 
 def _defaults(args: BenchArguments) -> tuple[str | None, str, str]:
@@ -126,7 +129,7 @@ def _time_project(
     tokens = 0
     full_length = True
     for _ in range(max(args.repeats, 1)):
-        _sync(model.device)
+        sync(model.device)
         start = time.perf_counter()
         results = [
             completion
@@ -135,7 +138,7 @@ def _time_project(
             )
             for _, completion in batch
         ]
-        _sync(model.device)
+        sync(model.device)
         runs.append(time.perf_counter() - start)
         tokens = sum(c.num_tokens for c in results)
         full_length = full_length and all(c.num_tokens == args.max_new_tokens for c in results)
@@ -163,7 +166,7 @@ def _time_baseline(model: Any, tokenizer: Any, prompts: list[list[int]], args: B
     timed_batches = total_batches if args.baseline_batches <= 0 else min(args.baseline_batches, total_batches)
     pad = tokenizer.pad_token_id
     tokens = 0
-    _sync(model.device)
+    sync(model.device)
     start = time.perf_counter()
     for b in range(timed_batches):
         batch = prompts[b * size : (b + 1) * size]
@@ -180,7 +183,7 @@ def _time_baseline(model: Any, tokenizer: Any, prompts: list[list[int]], args: B
                 pad_token_id=pad,
             )
         tokens += (out.shape[1] - width) * len(batch)
-    _sync(model.device)
+    sync(model.device)
     wall = time.perf_counter() - start
     timed_prompts = min(timed_batches * size, len(prompts))
     scale = len(prompts) / timed_prompts
@@ -242,6 +245,7 @@ def _markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     (args,) = HfArgumentParser(BenchArguments).parse_args_into_dataclasses(args=argv)
     device = resolve_device(args.device)
+    out_dir = resolve_output_dir(args.output_dir, device, device_name(device), (RESULT_JSON, RESULT_MD))
     dtype = gen.resolve_dtype("auto", device)
     config_path, tokenizer_path, dataset = _defaults(args)
     tokenizer = gen.load_tokenizer(args.model or tokenizer_path)
@@ -253,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     result: dict[str, Any] = {
         "environment": {
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": utc_timestamp(),
             "device_name": device_name(device),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
@@ -272,13 +276,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "arguments": asdict(args),
         "project": [],
     }
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    print("timing the course-style loop ...", file=sys.stderr, flush=True)
+    log("timing the course-style loop ...")
     result["baseline"] = _time_baseline(model, tokenizer, prompts, args)
-    print(json.dumps(result["baseline"]), file=sys.stderr, flush=True)
+    log(json.dumps(result["baseline"]))
     for variant in args.variants:
-        print(f"timing run_eval path '{variant}' ...", file=sys.stderr, flush=True)
+        log(f"timing run_eval path '{variant}' ...")
         try:
             run = _time_project(model, tokenizer, prompts, args, variant)
         except Exception as err:  # one failing variant must not lose the others' numbers
@@ -292,16 +294,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             run["speedup_warm"] = (
                 round(result["baseline"]["wall_s"] / run["wall_s_warm"], 2) if run["wall_s_warm"] else None
             )
-        print(json.dumps(run), file=sys.stderr, flush=True)
+        log(json.dumps(run))
         result["project"].append(run)
         _write(out_dir, result)  # after each variant: a later crash or timeout keeps what was measured
     print(_markdown(result))
+    log(f"wrote {out_dir / RESULT_JSON} and {RESULT_MD}")
     return result
 
 
 def _write(out_dir: Path, result: dict[str, Any]) -> None:
-    (out_dir / "generate_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "generate_throughput.md").write_text(_markdown(result))
+    write_json_atomic(out_dir / RESULT_JSON, result)
+    write_text_atomic(out_dir / RESULT_MD, _markdown(result))
 
 
 if __name__ == "__main__":
