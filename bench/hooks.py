@@ -1,21 +1,18 @@
 """The functions the training bench patches, checked before it patches them.
 
 The bench swaps a few functions for the duration of its runs: TRL's private ``SFTTrainer._prepare_dataset`` and
-``mathsft.training.prepare_datasets`` (to tokenise the data once for every configuration), and
-``mathsft.training.load_model`` (to load a model with one of the project's own attention kernels, see
-``mathsft.kernels``). A private hook can vanish or change its arguments in any TRL release, so each one is looked up
+``mathsft.training.prepare_datasets`` (to tokenise the data once for every configuration). A private hook can vanish or change its arguments in any TRL release, so each one is looked up
 and its parameters compared first: a mismatch is one line naming the hook and the way around it, not a traceback
 from deep inside a run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from mathsft import kernels, training
+from mathsft import training
 from mathsft.errors import UserError
 
 # TRL 1.16: SFTTrainer._prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name)
@@ -23,7 +20,6 @@ PREPARE_DATASET_PARAMETERS = (
     "self", "dataset", "processing_class", "args", "packing", "formatting_func", "dataset_name",
 )  # fmt: skip
 PREPARE_DATASETS_PARAMETERS = ("data_args", "training_args", "tokenizer")
-LOAD_MODEL_PARAMETERS = ("model_args",)
 
 
 def _owner_name(owner: Any) -> str:
@@ -53,28 +49,3 @@ def require_data_cache_hooks() -> tuple[Callable[..., Any], Callable[..., Any]]:
     prepare = require_hook(training, "prepare_datasets", PREPARE_DATASETS_PARAMETERS, workaround)
     tokenize = require_hook(SFTTrainer, "_prepare_dataset", PREPARE_DATASET_PARAMETERS, workaround)
     return prepare, tokenize
-
-
-@contextlib.contextmanager
-def project_attention_loading() -> Iterator[None]:
-    """While active, ``mathsft.training.load_model`` loads a model asked to run one of the project's attention kernels
-    with SDPA and switches it afterwards (transformers would try to import a flash-attn package for the name)."""
-    original = require_hook(
-        training, "load_model", LOAD_MODEL_PARAMETERS, "the varlen configurations cannot run (leave out +varlen)"
-    )
-
-    def load_model(model_args: Any) -> Any:
-        requested = model_args.attn_implementation
-        model_args.attn_implementation = kernels.attention_to_load(requested)
-        try:
-            model = original(model_args)
-        finally:
-            model_args.attn_implementation = requested
-        kernels.use_attention(model, requested)
-        return model
-
-    training.load_model = load_model  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        training.load_model = original  # type: ignore[assignment]

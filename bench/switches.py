@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 
-from bench.hooks import project_attention_loading
 from mathsft import kernels
 from mathsft.errors import UserError, suggest
 from mathsft.methods import METHODS
@@ -89,7 +88,7 @@ SWITCHES: dict[str, Switch] = {
     for switch in (
         Switch(
             "varlen", "PyTorch's flash varlen kernel on TRL's padding-free packed rows (no dense block mask)",
-            overrides=("--attn_implementation", kernels.PACKED_FLASH_VARLEN), around=project_attention_loading,
+            overrides=("--attn_implementation", kernels.PACKED_FLASH_VARLEN),  # training.load_model switches it on
         ),
         Switch(
             "liger", "Liger kernels (RMSNorm, SwiGLU, RoPE; TRL keeps its own fused LM head and loss)",

@@ -166,16 +166,20 @@ def load_tokenizer(model_args: ModelConfig) -> PreTrainedTokenizerBase:
 
 
 def load_model(model_args: ModelConfig) -> PreTrainedModel:
+    from mathsft.kernels import attention_to_load, use_attention
+
     # fp32 master weights by default: pure-bf16 AdamW at lr ~1e-5 rounds most updates away.
     dtype = model_args.dtype or "float32"
     dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             model_source(model_args),
             revision=model_args.model_revision,
             dtype=dtype,
-            attn_implementation=model_args.attn_implementation,
+            attn_implementation=attention_to_load(model_args.attn_implementation),
         )
+        use_attention(model, model_args.attn_implementation)  # the project's own kernels, e.g. packed varlen
+        return model
     except Exception as err:  # missing, truncated or corrupt weights surface as OSError, ValueError, SafetensorError
         first_line = (str(err).strip().splitlines() or [""])[0][:200]
         raise UserError(f"could not load model weights from '{model_args.model_name_or_path}': "
