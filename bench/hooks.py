@@ -1,9 +1,9 @@
 """The functions the training bench patches, checked before it patches them.
 
 The bench swaps a few functions for the duration of its runs: TRL's private ``SFTTrainer._prepare_dataset`` and
-``mathsft.training.prepare_datasets`` (to tokenise the data once for every configuration). A private hook can vanish or change its arguments in any TRL release, so each one is looked up
-and its parameters compared first: a mismatch is one line naming the hook and the way around it, not a traceback
-from deep inside a run.
+``mathsft.training.prepare_datasets`` (to tokenise the data once for every configuration). A private hook can vanish
+or change its arguments in any TRL release, so each one is looked up and its parameters compared first: a mismatch
+is one line naming the hook and the way around it, not a traceback from deep inside a run.
 """
 
 from __future__ import annotations

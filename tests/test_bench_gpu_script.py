@@ -28,6 +28,7 @@ def _summary(method: str, wall: float, tokens: int, device: str = "NVIDIA H200")
         "train_loss": [[5, 11.0]], "eval_loss": [], "epochs": [epoch], "memory_kind": "cuda", "total_time_s": wall + 20,
         "global_step": 212, "device_name": device, "num_processes": 1, "versions": {"torch": "2.11.0"},
         "dropped_examples": 0, "dropped_train_examples": 0, "dropped_validation_examples": 0, "interrupted": False,
+        "diverged": False, "diverged_step": None,
         "finished_at": "2026-11-29T06:00:00+0000",
     }  # fmt: skip
     assert schema_problems(summary, RunSummary) == []  # the fixture is a valid run_summary.json
