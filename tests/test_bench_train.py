@@ -10,6 +10,8 @@ import pytest
 
 from conftest import SMOKE_DATA, run_cli
 
+pytestmark = pytest.mark.slow  # the whole bench end to end
+
 RESULT_KEYS = {
     "setup",
     "method",
