@@ -127,3 +127,16 @@ def test_gpu_recipe_on_a_machine_without_gpu(capsys) -> None:
         ["--config", "recipes/qwen3-0.6b-base/adamw.yaml", "--use_cpu", "true", "--bf16", "false"]
     )
     assert training_args.use_cpu and not training_args.bf16
+
+
+@pytest.mark.parametrize("classes", [classes for *_, classes in PAGES], ids=IDS)
+def test_every_option_argparse_takes_is_known_to_the_precheck(classes: tuple[type, ...]) -> None:
+    """The unknown-option check reads the command line before argparse; it must accept every spelling argparse
+    accepts (--key, --key-with-dashes, --no_key), or a valid option would be refused."""
+    from mathsft.cli import _make_parser, option_name
+
+    known = {f.name for cls in classes for f in dataclasses.fields(cls)}
+    for action in _make_parser(classes, "x")._actions:
+        for option in action.option_strings:
+            if option not in ("-h", "--help"):
+                assert option_name(option, known) == action.dest, option
