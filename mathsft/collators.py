@@ -5,6 +5,15 @@ collator then flattens the whole batch into one row, which only FlashAttention's
 with SDPA the mask becomes one ``(B*L)^2`` block-diagonal matrix and attention cost explodes. Here the rows stay
 rows: position ids restart at every sequence and no attention mask is passed, so transformers derives a per-row
 block-diagonal causal mask (``find_packed_sequence_indices``) and a token never attends across sequences.
+
+This depends on ``use_cache=False``: transformers looks for packed sequences only when there is no attention mask
+**and no KV cache** (``masking_utils._preprocess_mask_arguments``). With a cache (``use_cache=True``, or
+``model.config.use_cache`` left on and no ``use_cache`` argument), it builds one plain causal mask over the whole
+row, and every example attends to the ones packed before it, silently. Today TRL's ``SFTTrainer.compute_loss``
+passes ``use_cache=False`` for training and validation, and the Trainer sets ``model.config.use_cache`` from
+``TrainingArguments.use_cache`` (False). Any other forward over packed rows (a custom loss, an evaluation of packed
+rows outside the trainer) must pass ``use_cache=False`` itself; ``tests/test_packed_use_cache.py`` fails if the
+trainer path lets a cache in.
 """
 
 from __future__ import annotations

@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mathsft.errors import UserError
+from mathsft.progress import StageOutputParser
 
 LOG_TAIL_LINES = 15
 
@@ -34,8 +36,17 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(line for line in kept[-lines:])
 
 
-def run_logged(command: list[str], log_path: Path, display: list[str], echo: bool = False) -> None:
+def run_logged(
+    command: list[str],
+    log_path: Path,
+    display: list[str],
+    echo: bool = False,
+    on_status: Callable[[str], None] | None = None,
+) -> None:
     """Run ``command``, appending its stdout and stderr to ``log_path`` (and the console with ``echo``).
+
+    ``on_status`` gets the stage's progress read from its output (``step 12/40, loss 1.93, ETA 1 min 05 s``,
+    ``generated 120/500 answers``; see :class:`mathsft.progress.StageOutputParser`) whenever it changes.
 
     On Ctrl-C the child gets the same SIGINT (same process group): training saves a checkpoint, evaluation keeps
     its finished batches; we wait for it to stop, then re-raise. A SIGTERM to the study (a scheduler preempting the
@@ -50,13 +61,23 @@ def run_logged(command: list[str], log_path: Path, display: list[str], echo: boo
         stdout = process.stdout
         assert stdout is not None
 
+        parser = StageOutputParser()
+        last_status: str | None = None
+
         def pump() -> None:
+            nonlocal last_status
             for chunk in iter(lambda: stdout.read1(65536), b""):  # type: ignore[attr-defined]
                 log.write(chunk)
                 log.flush()
                 if echo:
                     sys.stdout.buffer.write(chunk)
                     sys.stdout.buffer.flush()
+                if on_status is not None:
+                    parser.feed(chunk)
+                    status = parser.status()
+                    if status is not None and status != last_status:
+                        last_status = status
+                        on_status(status)
 
         def on_sigterm(signum: int, frame: Any) -> None:
             nonlocal terminated

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mathsft.config_files import config_path, load_yaml_mapping
+from mathsft.config_files import load_yaml_mapping
 from mathsft.errors import UserError, reject_unknown_keys
 from mathsft.methods import METHOD_NAMES, METHODS, get_method, method_of_recipe
 
@@ -106,22 +106,17 @@ class StudyConfig:
 
 def parse_study_args(argv: list[str] | None = None) -> StudyConfig:
     """``--config study.yaml`` plus CLI overrides -> a validated :class:`StudyConfig`."""
-    from trl import TrlParser
+    from mathsft.cli import parse_command_line
+    from mathsft.help_pages import STUDY_HELP
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    path = config_path(argv)
-    from_file: dict[str, Any] = {}
-    if path is not None:
-        from_file = load_yaml_mapping(path, "study config")
-        reject_unknown_keys(from_file, [*(f.name for f in fields(StudyConfig)), "env"], "study", path)
-    try:
-        (config,) = TrlParser((StudyConfig,), prog="run_study.py").parse_args_and_config(argv)
-    except (ValueError, TypeError) as err:
-        raise UserError(f"bad study config: {str(err).splitlines()[0]}") from err
-    for key in MAPPING_FIELDS:
-        given = {arg.split("=", 1)[0] for arg in argv}
-        if f"--{key}" in given and isinstance(from_file.get(key), dict):
-            setattr(config, key, from_file[key] | _mapping(getattr(config, key), key))
+    (config,), command_line = parse_command_line(
+        (StudyConfig,), argv, STUDY_HELP, "run_study.py", "study config", key_kind="study"
+    )
+    for key in MAPPING_FIELDS:  # a mapping on the command line changes the file's mapping key by key
+        from_file = command_line.config.get(key)
+        if key in command_line.given and isinstance(from_file, dict):
+            setattr(config, key, from_file | _mapping(getattr(config, key), key))
     normalize_config(config)
     return config
 

@@ -168,6 +168,8 @@ def test_loss_comparison():
 
 # ---- a CPU run, end to end (slow) ----------------------------------------------------------------------------------
 
+pytestmark = pytest.mark.slow  # the whole bench end to end
+
 RESULT_KEYS = {
     "configuration", "setup", "switches", "method", "reference", "status", "error", "tokens", "tokens_per_s",
     "tokens_per_step", "wall_s", "steps_timed", "step_s_median", "step_s_max", "speedup_vs_course", "mfu",

@@ -84,6 +84,7 @@ def test_resume_after_a_crash_mid_write(greedy_run, tmp_path):
     assert all(row == original[row["id"]] for row in rows), "greedy regeneration should reproduce the rows"
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_resume(tmp_path):
     output = tmp_path / "interrupted"
     args = [*GREEDY, "--output", str(output), "--batch_size", "2"]
@@ -117,6 +118,7 @@ def test_other_settings_are_refused_then_overwritten(greedy_run, tmp_path):
     assert len(_rows(output)) == 6 and all(row["num_tokens"] <= 8 for row in _rows(output))
 
 
+@pytest.mark.slow
 def test_sampling_gives_pass_at_k_and_is_seeded(tmp_path):
     args = [*BASE, "--limit", "4", "--max_new_tokens", "8", "--num_samples", "3", "--temperature", "0.7"]
     _ok(run_cli(*args, "--output", str(tmp_path / "a")))

@@ -169,6 +169,7 @@ def test_loading_errors(tmp_path):
         gen.load_model_and_tokenizer(str(SMOKE_MODEL), adapter=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_throughput_bench_runs_on_cpu(tmp_path):
     result = run_cli(
         "bench/generate_throughput.py", "--device", "cpu", "--tiny", "--num_prompts", "8", "--max_new_tokens", "8",

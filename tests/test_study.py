@@ -36,6 +36,7 @@ def _summaries(study: Path) -> dict[str, float]:
     return {str(p.relative_to(study)): p.stat().st_mtime_ns for p in paths}
 
 
+@pytest.mark.slow
 def test_smoke_study_end_to_end_then_skips(tmp_path: Path) -> None:
     first = _study(tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]

@@ -102,6 +102,7 @@ def test_generation_prompt_is_the_training_prompt():
     assert full[len(prompt) :] == "It is $\\boxed{5}$.<|im_end|>\n"
 
 
+@pytest.mark.slow
 def test_masking_exact_on_all_real_math_train_rows(tmp_path):
     """All 12,000 MATH train rows with the real Qwen3 tokenizer: input_ids and labels equal the plain computation."""
     require_real_data()

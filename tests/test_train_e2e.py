@@ -18,6 +18,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import OFFLINE_ENV, REPO, SMOKE_MODEL, run_cli
 from mathsft.artifacts import RunSummary, schema_problems
 
+# Three smoke trainings plus an interrupted and resumed one: minutes on 2 cores.
+pytestmark = pytest.mark.slow
+
 SUMMARY_KEYS = {
     "method",
     "hyperparameters",
