@@ -304,7 +304,7 @@ class Study:
         artifacts.write_json_atomic(stage.directory / STAGE_CONFIG, stage.record)
         shown = stage.display + command[len(stage.command) :]  # plus --resume_from_checkpoint / --overwrite
         try:
-            run_logged(command, stage.directory / STAGE_LOG, shown, echo=self.config.stream)
+            run_logged(command, stage.directory / STAGE_LOG, shown, echo=self.config.stream, on_status=progress.update)
             self._check_outputs(stage)
         except StageFailed as failure:
             if failure.code != EXIT_DIVERGED or stage.kind != "train":

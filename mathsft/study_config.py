@@ -209,12 +209,15 @@ def _check_launcher(config: StudyConfig) -> None:
 
 
 def _check_overrides(overrides: dict[str, Any], ranks: bool) -> None:
+    from mathsft.configs import REPLACED_FIELDS
     from mathsft.recipes import training_keys
 
     reserved = RESERVED_OVERRIDES | ({"lora_r", "lora_alpha"} if ranks else set())
     for key, value in overrides.items():
         if key in reserved:
             raise UserError(f"train_overrides may not set '{key}': the study sets it for every run")
+        if key in REPLACED_FIELDS and (key != "trust_remote_code" or value):
+            raise UserError(f"train_overrides: '{key}' is not used by this project: {REPLACED_FIELDS[key]}")
         reject_unknown_keys([key], training_keys(), "train_sft.py option", "train_overrides")
         if value is None:
             raise UserError(f"train_overrides: '{key}' is null; remove it to keep the recipe's value")
