@@ -41,11 +41,15 @@ def read_status(run_dir: Path) -> tuple[int | None, float | None]:
         return None, None
 
 
+# Each method's folder holds the command, its log and its exit status, and the training run itself in run/.
+RUN_SUBDIR = "run"
+
+
 def collect_run(method: str, run_dir: Path) -> dict[str, Any]:
     """One method's record: its command, exit status, run summary (None if missing) and its first full epoch."""
     exit_code, wall = read_status(run_dir)
     command = (run_dir / COMMAND_FILE).read_text().strip() if (run_dir / COMMAND_FILE).is_file() else None
-    summary = read_run_summary(run_dir)
+    summary = read_run_summary(run_dir / RUN_SUBDIR)
     problems = schema_problems(summary, RunSummary) if summary is not None else ["no run_summary.json"]
     epochs: list[dict[str, Any]] = list(summary.get("epochs", [])) if summary else []  # type: ignore[arg-type]
     complete = [e for e in epochs if e.get("complete") and not e.get("resumed_mid_epoch")]

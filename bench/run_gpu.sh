@@ -114,7 +114,7 @@ run_epoch() {  # $1 = method: one full epoch of the fast recipe through the user
   mkdir -p "$dir"
   local cmd=("${LAUNCH[@]}" --config "recipes/qwen3-0.6b-base/$method.yaml" --model_name_or_path "$MODEL"
     --dataset_name "$DATA/math500" --num_train_epochs 1 --save_strategy no --eval_strategy no
-    --disable_tqdm true --output_dir "$dir")
+    --disable_tqdm true --output_dir "$dir/run")  # the run's own folder; the logs stay beside it
   # shellcheck disable=SC2206
   cmd+=($EPOCH_ARGS)
   echo "${cmd[*]}" > "$dir/command.txt"

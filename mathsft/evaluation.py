@@ -429,10 +429,12 @@ def run_evaluation(args: EvalArguments) -> EvalSummary | None:
             stats = generate_and_grade(run)
             stats = GenerationStats(int(group.reduce(stats.tokens, "sum")), group.reduce(stats.seconds, "max"))
             group.barrier()  # every share is written
-            if not shard.is_main:
-                return None
-            merge_shards(run.output)
-            return summarize_evaluation(run, stats, time.perf_counter() - started)
+            summary = None
+            if shard.is_main:
+                merge_shards(run.output)
+                summary = summarize_evaluation(run, stats, time.perf_counter() - started)
+            group.barrier()  # leave together: a process gone early can abort the others' gloo connections
+            return summary
     finally:
         group.close()
 

@@ -9,6 +9,7 @@ nothing generated is lost or written twice.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,8 @@ class ProcessGroup:
             import torch.distributed as dist
 
             if not dist.is_initialized():
-                dist.init_process_group(backend="gloo")
+                # Shares finish at different times; a long evaluation must not time out at the final barrier.
+                dist.init_process_group(backend="gloo", timeout=datetime.timedelta(hours=24))
 
     def barrier(self) -> None:
         if self.shard.distributed:

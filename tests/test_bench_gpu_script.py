@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench.epoch_table import EXIT_TIMEOUT, write_epoch_table
+from bench.epoch_table import EXIT_TIMEOUT, RUN_SUBDIR, write_epoch_table
 from conftest import OFFLINE_ENV, REPO
 from mathsft.artifacts import RUN_SUMMARY, RunSummary, schema_problems, write_json_atomic
 
@@ -41,7 +41,8 @@ def _run_dir(root: Path, method: str, summary: dict[str, Any] | None, status: st
     (folder / "command.txt").write_text(f"train_sft.py --config recipes/qwen3-0.6b-base/{method}.yaml\n")
     (folder / "command_status.txt").write_text(status + "\n")
     if summary is not None:
-        write_json_atomic(folder / RUN_SUMMARY, summary)
+        (folder / RUN_SUBDIR).mkdir()
+        write_json_atomic(folder / RUN_SUBDIR / RUN_SUMMARY, summary)
 
 
 def test_epoch_table_rows_from_run_summaries(tmp_path):

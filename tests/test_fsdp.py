@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
 from pathlib import Path
 
@@ -126,10 +125,8 @@ def test_fsdp2_shards_the_optimizer_and_matches_one_process(fsdp_run, tmp_path):
 @pytest.mark.slow
 def test_fsdp2_resumes_from_its_checkpoint(fsdp_run, tmp_path):
     config, output_dir, _ = fsdp_run
-    resumed_dir = tmp_path / "resumed"
-    resumed_dir.mkdir()
-    shutil.copytree(output_dir / f"checkpoint-{CHECKPOINT_STEP}", resumed_dir / f"checkpoint-{CHECKPOINT_STEP}")
-    launch_fsdp(config, resumed_dir, "--resume_from_checkpoint", "true")
+    resumed_dir = tmp_path / "resumed"  # a new folder, resuming the run's complete checkpoint by its path
+    launch_fsdp(config, resumed_dir, "--resume_from_checkpoint", str(output_dir / f"checkpoint-{CHECKPOINT_STEP}"))
     # The sharded optimizer state, scheduler and sampler position come back: the remaining steps repeat exactly.
     (resumed_steps, resumed_loss), (steps, loss) = train_loss(resumed_dir), train_loss(output_dir)
     assert resumed_steps == steps
