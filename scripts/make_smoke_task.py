@@ -1,11 +1,12 @@
 """Build the learnable smoke task: a synthetic arithmetic domain, a tiny Qwen3-architecture base model pretrained
 on plain text of that domain, and MATH-style SFT and test sets in which every solution ends in ``\\boxed{}``.
 
-The base model knows the domain (it completes "What is $352 + 479$? $352 + 479 = " with 831) but has never seen the
-chat template or a boxed answer, just as Qwen3-0.6B-Base knows maths but not the course's chat format. Fine-tuning
-on the SFT set teaches it the format, so the smoke study shows a real accuracy gain on CPU, offline, in minutes.
+The base model knows the domain (it completes "What is $47 + 38$?" with "$47 + 38 = 47 + 30 + 8 = 77 + 8 = 85$.")
+but has never seen the chat template or a boxed answer, just as Qwen3-0.6B-Base knows maths but not the course's
+chat format. Fine-tuning on the SFT set teaches it the format, so the smoke study shows a real accuracy gain on CPU,
+offline, in minutes.
 
-    python scripts/make_smoke_task.py --output assets/smoke-task          # data, tokenizer, pretraining: ~5 min
+    python scripts/make_smoke_task.py --output assets/smoke-task          # data, tokenizer, pretraining: 4-7 min
     python scripts/make_smoke_task.py --output /tmp/x --data_only true    # only data/ (seconds)
 
 Everything is seeded. The data files are byte-for-byte reproducible; the weights are reproducible on the same
@@ -30,7 +31,7 @@ from make_smoke_assets import CHAT_TEMPLATE, SPECIAL_TOKENS, write_jsonl  # noqa
 
 LEVELS = (1, 2, 3)
 NUM_TRAIN, NUM_TEST = 1200, 240  # 10% of train is held out for validation loss by the recipes
-TEST_SEED, TRAIN_SEED, CORPUS_SEED, TOKENIZER_SEED, MODEL_SEED = 101, 202, 303, 404, 505
+TEST_SEED, TRAIN_SEED, CORPUS_SEED, MODEL_SEED = 101, 202, 303, 505
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Item:
 
 
 def _digits(rng: random.Random, count: int) -> int:
+    """A random number with ``count`` digits (1-9 for one digit)."""
     return rng.randint(10 ** (count - 1) if count > 1 else 1, 10**count - 1)
 
 
@@ -132,6 +134,7 @@ def _long_division(a: int, b: int) -> tuple[list[str], int, int]:
 def _remainder(rng: random.Random, level: int) -> Item:
     b = rng.randint(2, 9)
     # Level 1: a one-digit quotient (one step); level 2: a two-digit quotient (two steps); level 3: a 3-digit a.
+    # All three are drawn, so every level takes the same random numbers from the stream.
     a = (rng.randint(b + 1, 10 * b - 1), rng.randint(10 * b, 99), _digits(rng, 3))[level - 1]
     steps, q, r = _long_division(a, b)
     work = ", ".join(steps) + "." if len(steps) == 1 else ", ".join(steps) + f", so ${a} = {b} \\cdot {q} + {r}$."
@@ -144,7 +147,7 @@ def _remainder(rng: random.Random, level: int) -> Item:
 def _gcd(rng: random.Random, level: int) -> Item:
     top = (20, 50, 99)[level - 1]
     g = rng.randint(2, 9)
-    m, n = rng.sample(range(1, top // g + 1), 2) if top // g >= 2 else (1, 2)
+    m, n = rng.sample(range(1, top // g + 1), 2)  # top // g >= 2: there are always two multipliers
     a, b = g * m, g * n
     steps, x, y = [], max(a, b), min(a, b)
     while y:
