@@ -17,6 +17,9 @@ REAL_DATA = SHARED / "math500"
 REAL_TOKENIZER = SHARED / "qwen3-0.6b-base"
 SMOKE_MODEL = REPO / "assets" / "smoke" / "model"
 SMOKE_DATA = REPO / "assets" / "smoke" / "data"
+# The learnable smoke task the smoke recipes and study train on (scripts/make_smoke_task.py).
+SMOKE_TASK_MODEL = REPO / "assets" / "smoke-task" / "model"
+SMOKE_TASK_DATA = REPO / "assets" / "smoke-task" / "data"
 
 # Offline and quiet: no hub retries, no tokenizer thread pools fighting over 2 cores.
 OFFLINE_ENV = {

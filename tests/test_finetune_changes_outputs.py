@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMOKE_DATA, SMOKE_MODEL, run_cli
+from conftest import SMOKE_TASK_DATA, SMOKE_TASK_MODEL, run_cli
 
 SHORT = ["--max_steps", "8", "--eval_steps", "8", "--save_strategy", "no", "--logging_steps", "4"]
-EVAL = ["--dataset", str(SMOKE_DATA), "--limit", "4", "--max_new_tokens", "12", "--no_progress"]
+EVAL = ["--dataset", str(SMOKE_TASK_DATA), "--limit", "4", "--max_new_tokens", "24", "--no_progress"]
 ENV = {"OMP_NUM_THREADS": "1"}
 
 
@@ -29,7 +29,7 @@ def _evaluate(tmp_path: Path, name: str, *model: str) -> dict[int, str]:
 
 @pytest.fixture(scope="module")
 def base_completions(tmp_path_factory) -> dict[int, str]:
-    return _evaluate(tmp_path_factory.mktemp("base"), "eval", "--model", str(SMOKE_MODEL))
+    return _evaluate(tmp_path_factory.mktemp("base"), "eval", "--model", str(SMOKE_TASK_MODEL))
 
 
 @pytest.mark.parametrize("method", ["adamw", "lora"])
@@ -40,7 +40,7 @@ def test_fine_tuned_model_answers_differently(method: str, base_completions: dic
     assert trained.returncode == 0, trained.stderr[-3000:]
     if method == "lora":
         assert (run / "adapter_model.safetensors").is_file() and not (run / "model.safetensors").exists()
-        tuned = _evaluate(tmp_path, "eval", "--model", str(SMOKE_MODEL), "--adapter", str(run))
+        tuned = _evaluate(tmp_path, "eval", "--model", str(SMOKE_TASK_MODEL), "--adapter", str(run))
     else:
         tuned = _evaluate(tmp_path, "eval", "--model", str(run))
     assert tuned.keys() == base_completions.keys()

@@ -21,7 +21,7 @@ SHORTEN = [
     "--train_overrides", json.dumps({"max_train_samples": 64, "max_eval_samples": 16, "logging_steps": 1}),
     "--evaluation", json.dumps({"limit": 8}),
 ]  # fmt: skip
-RUNS = ["adamw-lr3e-3", "sgd-lr0.1", "sgd-lr0.3", "lora-lr0.01"]
+RUNS = ["adamw-lr1e-3", "sgd-lr0.1", "sgd-lr0.3", "lora-lr0.01"]
 
 
 def _study(tmp_path: Path, *extra: str):
@@ -64,7 +64,7 @@ def test_smoke_study_end_to_end_then_skips(tmp_path: Path) -> None:
     assert json.loads((study / "eval" / "sgd" / "summary.json").read_text())["model"] == str(study / "train" / best_sgd)
     lora_eval = json.loads((study / "eval" / "lora" / "summary.json").read_text())
     assert lora_eval["adapter"] == str(study / "train" / "lora-lr0.01")
-    assert lora_eval["model"] == "assets/smoke/model" and lora_eval["num_problems"] == 8
+    assert lora_eval["model"] == "assets/smoke-task/model" and lora_eval["num_problems"] == 8
 
     # Figures: real images, every run a line, the best SGD run emphasised, epoch ends marked.
     figures = json.loads((report / "figures.json").read_text())
@@ -85,9 +85,9 @@ def test_smoke_study_end_to_end_then_skips(tmp_path: Path) -> None:
                          r"\| n/a \(CPU run\) \| n/a \(CPU run\) \| \d+\.\d\d \|", resources, re.M), name  # fmt: skip
     accuracy = (report / "accuracy.md").read_text()
     interval = r"\d+\.\d–\d+\.\d%"
-    assert re.search(rf"^\| base \| assets/smoke/model \| \d+\.\d\d% \| {interval} \| \(base\) \| \d+ / 8 \|", accuracy,
-                     re.M)  # fmt: skip
-    for method, run in (("adamw", "adamw-lr3e-3"), ("sgd", best_sgd), ("lora", "lora-lr0.01")):
+    base_row = rf"^\| base \| assets/smoke-task/model \| \d+\.\d\d% \| {interval} \| \(base\) \| \d+ / 8 \|"
+    assert re.search(base_row, accuracy, re.M)
+    for method, run in (("adamw", "adamw-lr1e-3"), ("sgd", best_sgd), ("lora", "lora-lr0.01")):
         row = rf"^\| {method} \| {run} \| \d+\.\d\d% \| {interval} \| [+-]\d+\.\d\d \| \d+ / 8 \|"
         assert re.search(row, accuracy, re.M), method
     assert missing_cells(report) == []  # every convergence and resources cell has its number
@@ -109,7 +109,7 @@ def test_smoke_study_end_to_end_then_skips(tmp_path: Path) -> None:
     changed = _study(tmp_path, "--evaluation", json.dumps({"limit": 8, "max_new_tokens": 40}))
     assert changed.returncode == 2 and "Traceback" not in changed.stderr
     err = changed.stderr.strip().splitlines()
-    assert len(err) == 1 and "--max_new_tokens 48 -> 40" in err[0] and "--overwrite true" in err[0], err
+    assert len(err) == 1 and "--max_new_tokens 128 -> 40" in err[0] and "--overwrite true" in err[0], err
 
     # make_report.py rebuilds the same report from the finished study.
     rebuilt = run_cli("make_report.py", str(study), "--output", str(tmp_path / "rebuilt"))

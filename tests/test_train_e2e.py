@@ -15,12 +15,14 @@ import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import OFFLINE_ENV, REPO, SMOKE_MODEL, run_cli
+from conftest import OFFLINE_ENV, REPO, SMOKE_TASK_MODEL, run_cli
 from mathsft.artifacts import RunSummary, schema_problems
 
 # Three smoke trainings plus an interrupted and resumed one: minutes on 2 cores.
 pytestmark = pytest.mark.slow
 
+# 288 training examples: 2 epochs of 18 steps (batch 8 x accumulation 2), 32 validation examples.
+SHORT = ["--max_train_samples", "288", "--max_eval_samples", "32"]
 SUMMARY_KEYS = {
     "method",
     "hyperparameters",
@@ -41,7 +43,8 @@ EPOCH_KEYS = {"epoch", "wall_time_s", "peak_memory_allocated_gib", "peak_memory_
 def smoke_run(request, tmp_path_factory) -> tuple[str, Path]:
     method = request.param
     output_dir = tmp_path_factory.mktemp(f"smoke-{method}")
-    result = run_cli("train_sft.py", "--config", f"recipes/smoke/{method}.yaml", "--output_dir", str(output_dir))
+    recipe = f"recipes/smoke/{method}.yaml"
+    result = run_cli("train_sft.py", "--config", recipe, "--output_dir", str(output_dir), *SHORT)
     assert result.returncode == 0, result.stderr[-3000:]
     return method, output_dir
 
@@ -75,7 +78,7 @@ def test_summary_has_every_field(smoke_run):
     assert summary["dropped_examples"] == 0
     assert {"torch", "transformers", "trl", "peft"} <= summary["versions"].keys()
     assert (output_dir / "validation_ids.json").exists()
-    assert len(json.loads((output_dir / "validation_ids.json").read_text())) == 32  # 10% of 320
+    assert len(json.loads((output_dir / "validation_ids.json").read_text())) == 32  # max_eval_samples
 
 
 def test_tensorboard_has_loss_and_perf_tags(smoke_run):
@@ -89,7 +92,7 @@ def test_tensorboard_has_loss_and_perf_tags(smoke_run):
 
 def test_the_right_weights_change(smoke_run):
     method, output_dir = smoke_run
-    base = load_file(SMOKE_MODEL / "model.safetensors")
+    base = load_file(SMOKE_TASK_MODEL / "model.safetensors")
     if method in ("adamw", "sgd"):
         tuned = load_file(output_dir / "model.safetensors")
         changed = [name for name in base if not torch.equal(base[name], tuned[name])]
@@ -101,7 +104,7 @@ def test_the_right_weights_change(smoke_run):
     adapter = load_file(output_dir / "adapter_model.safetensors")
     assert adapter and all("lora_" in name for name in adapter)
     assert any(name.endswith("lora_B.weight") and adapter[name].abs().sum() > 0 for name in adapter)  # B starts at 0
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(SMOKE_MODEL), output_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(SMOKE_TASK_MODEL), output_dir)
     for name, param in model.get_base_model().named_parameters():
         if "lora_" in name:
             continue
@@ -121,7 +124,7 @@ def test_generation_config_stops_on_end_of_turn(smoke_run):
 def test_interrupt_saves_checkpoint_and_resume_continues_the_curves(tmp_path):
     """Ctrl-C during training saves a checkpoint and a summary; --resume_from_checkpoint continues the curve."""
     output_dir = tmp_path / "run"
-    train_args = ["train_sft.py", "--config", "recipes/smoke/sgd.yaml", "--output_dir", str(output_dir)]
+    train_args = ["train_sft.py", "--config", "recipes/smoke/sgd.yaml", "--output_dir", str(output_dir), *SHORT]
     train_args += ["--save_steps", "1000", "--logging_steps", "1"]  # checkpoints only from the interrupt
     env = {**os.environ, **OFFLINE_ENV}
     process = subprocess.Popen(
