@@ -345,6 +345,8 @@ def check_training_stage(stage: Stage, recipe: dict[str, Any]) -> None:
         if key in REPLACED_FIELDS:
             raise UserError(f"{where}: '{key}' is not used by this project: {REPLACED_FIELDS[key]}")
     argv = stage.command[stage.command.index(str(REPO_ROOT / TRAIN_SCRIPT)) + 1 :]
+    # Values only: the hardware (bf16 on a GPU) is the stage's own check, and a GPU study may be planned on a CPU.
+    argv += ["--use_cpu", "true"]
     saved_environ, usage = dict(os.environ), io.StringIO()
     try:
         with contextlib.redirect_stderr(usage):  # argparse prints its usage before it exits

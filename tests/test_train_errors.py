@@ -27,7 +27,7 @@ def _fails_with(capsys, argv: list[str], message: str) -> None:
         ([*SMOKE, "--dataset_name", "./no/such/folder"], "dataset path not found: ./no/such/folder"),
         ([*SMOKE, "--problem_column", "question"], "column 'question' not found"),
         ([*SMOKE, "--model_name_or_path", "./no/such/model"], "model path not found: ./no/such/model"),
-        ([*SMOKE, "--max_length", "16"], "no training examples left after dropping those longer than max_length=16"),
+        ([*SMOKE, "--max_length", "16"], "max_length 16 cannot hold the chat template and instruction"),
         ([*SMOKE, "--lora_r", "8"], "lora_r set but use_peft is false"),
         ([*SMOKE, "--resume_from_checkpoint", "./no/such/checkpoint"], "checkpoint not found"),
     ],
