@@ -140,7 +140,10 @@ def plan_output_dir(directory: Path, identity: dict[str, Any], overwrite: bool, 
         raise UserError("--overwrite true starts over; it cannot be combined with --resume_from_checkpoint")
     artifacts.check_writable_dir(directory, "output_dir")
     recorded = artifacts.read_json(directory / IDENTITY_FILE)
-    if _entries(directory) and recorded is None and not overwrite:
+    # Checkpoints alone (copied from a run) may be resumed: each one's marker says which run wrote it.
+    checkpoint_dirs = {path for _, path in artifacts.checkpoints(directory)}
+    only_checkpoints = all(path in checkpoint_dirs for path in _entries(directory))
+    if _entries(directory) and recorded is None and not overwrite and not (resume and only_checkpoints):
         raise UserError(f"{directory} holds files that are not a mathsft training run; choose another output_dir, "
                         "or pass --overwrite true to delete them")  # fmt: skip
     if recorded is not None and not overwrite:

@@ -227,6 +227,7 @@ class MathSFTTrainer(SFTTrainer):
         (folder / artifacts.CHECKPOINT_MARKER).unlink(missing_ok=True)
         with saving(folder, "that checkpoint is incomplete and will never be resumed"):
             super()._save_checkpoint(model, trial)
+            self.accelerator.wait_for_everyone()  # every rank's shards are written before the marker lists them
         if self.identity is not None and self.args.should_save:  # written last: the checkpoint is now complete
             from mathsft.run_dir import mark_checkpoint_complete
 

@@ -464,6 +464,7 @@ HOSTILE_COMPLETIONS = {
     "lone-surrogate": "\ud800 then \\boxed{4}",
     "one-megabyte": "x" * 1_000_000 + " \\boxed{4}",
     "text-nested-1000-deep": "\\text{" * 1000 + "a" + "}" * 1000 + " \\boxed{4}",
+    "text-nested-990-deep-in-1-MB": "\\text{" * 990 + "$\\boxed{4}$" + "}" * 990 + "a" * (1 << 20),  # 85 s before
     "box-nested-1000-deep": "\\boxed{" * 1000 + "4" + "}" * 1000,
     "ten-thousand-boxes": "\\boxed{1} " * 10_000 + "\\boxed{4}",
     "null-bytes": "\x00\\boxed{4}\x00",
@@ -484,7 +485,7 @@ def test_grade_hostile_rows_give_graded_rows(tmp_path, name):
     result = expect(run("run_eval.py", "grade", "--input", str(source), "--output", str(output),
                         "--grader_timeout", "5"), 0)  # fmt: skip
     assert_unchanged(before, snapshot(source))
-    assert result.seconds < 120, f"grading two rows took {result.seconds:.0f} s"
+    assert result.seconds < 60, f"grading two rows with a 5 s limit took {result.seconds:.0f} s"
     graded = [json.loads(line) for line in output.read_bytes().decode("utf-8").splitlines()]  # valid UTF-8
     assert len(graded) == 2 and all(row["status"] in STATUSES for row in graded)
     assert graded[0]["correct"] is True
@@ -832,7 +833,7 @@ def _complete_lines(path: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "sigterm", "sigkill"])
 def test_evaluation_resumed_after_a_kill_equals_an_uninterrupted_run(tmp_path, sig):
     settings = ["--limit", "8", "--max_new_tokens", "12"]
     reference = tmp_path / "reference"
@@ -842,7 +843,7 @@ def test_evaluation_resumed_after_a_kill_equals_an_uninterrupted_run(tmp_path, s
     wait_for(lambda: _complete_lines(output / "generations.jsonl") >= 1, process, "the first row")
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=300)
-    if sig == signal.SIGINT:
+    if sig != signal.SIGKILL:
         assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
         assert "error:" not in stderr
     else:
@@ -893,6 +894,24 @@ def test_training_resumed_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     assert got.keys() == want.keys()
     for name in want:
         assert torch.allclose(got[name], want[name], rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_training_exits_130_and_keeps_no_final_model(tmp_path, sig):
+    """Issue case 9: an interrupted run is not a finished one (``train && eval`` must not evaluate it)."""
+    output = tmp_path / "run"
+    process = start(*train_args(output, "--max_steps", "200", "--max_train_samples", "64", "--save_steps", "1000"))
+    wait_for((output / "perf_epochs.jsonl").is_file, process, "the first training step")  # written at train begin
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    assert "error:" not in stderr
+    record = summary(output)
+    assert record["interrupted"] is True and 0 < record["global_step"] < 200
+    assert not (output / "model.safetensors").exists(), "a half-trained model must not look finished"
+    checkpoint = output / f"checkpoint-{record['global_step']}"
+    assert (checkpoint / "mathsft_checkpoint.json").is_file(), "the interrupt saves a complete checkpoint"
 
 
 # ---- 13. divergence ----------------------------------------------------------------------------------------------
