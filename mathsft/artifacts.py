@@ -37,6 +37,7 @@ PERF_EPOCHS = "perf_epochs.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 TRAINER_STATE = "trainer_state.json"
 CHECKPOINT_PREFIX = "checkpoint-"
+CHECKPOINT_MARKER = "mathsft_checkpoint.json"  # written last into a checkpoint: it is complete (mathsft.run_dir)
 # An evaluation's output folder
 EVAL_CONFIG = "eval_config.json"
 GENERATIONS = "generations.jsonl"
@@ -214,20 +215,22 @@ def read_jsonl_rows(path: Path, repair: bool = False) -> list[dict[str, Any]]:
             f.flush()
             os.fsync(f.fileno())
         data = data[:end]
-    rows = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            raise UserError(f"{path} line {number} is not UTF-8 text") from err
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path} line {number} is not valid JSON ({err.msg})") from err
-        if not isinstance(row, dict):
-            raise UserError(f"{path} line {number} is a JSON {type(row).__name__}, not an object")
-        rows.append(row)
-    return rows
+    return [parse_jsonl_line(raw, path, number) for number, raw in enumerate(data.split(b"\n"), start=1) if raw.strip()]
+
+
+def parse_jsonl_line(raw: bytes, path: str | os.PathLike, number: int) -> dict[str, Any]:
+    """One JSONL line as a JSON object; anything else is one line naming the file and the line number."""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} line {number} is not UTF-8 text") from err
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} line {number} is not valid JSON ({err.msg})") from err
+    except RecursionError as err:  # e.g. 100,000 nested brackets: the parser recurses per level
+        raise UserError(f"{path} line {number} nests JSON too deeply to read") from err
+    if not isinstance(row, dict):
+        raise UserError(f"{path} line {number} is a JSON {type(row).__name__}, not an object")
+    return row
 
 
 def jsonl_line(row: dict[str, Any]) -> str:
@@ -265,19 +268,46 @@ def check_writable_dir(path: str | os.PathLike, what: str = "output folder") -> 
 # ---- atomic writing ----------------------------------------------------------------------------------------------
 
 
+def _unwritable(path: Path, err: OSError) -> UserError:
+    """One line naming the file and the reason (no space left, file too large, permission denied, ...)."""
+    return UserError(f"could not write {path}: {err.strerror or err}")
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would give: the old file's, or 0o666 less the umask (mkstemp uses 0o600)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on failure removed."""
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on failure removed.
+
+    A write that fails (no space left, a file size limit, permissions) is one line naming the file; the old file is
+    untouched.
+    """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    if path.is_dir():
+        raise UserError(f"could not write {path}: it is a folder, not a file")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise _unwritable(path, err) from err
     tmp = Path(tmp_name)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are shared like any file the user writes
     try:
         yield tmp
+        os.chmod(tmp, _new_file_mode(path))
         os.replace(tmp, path)
+    except OSError as err:
+        raise _unwritable(path, err) from err
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -305,16 +335,26 @@ class JsonlAppender:
     """Append rows to a JSONL file; each ``write`` is one flushed and fsync'd write call."""
 
     def __init__(self, path: Path) -> None:
-        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.path = path
+        try:
+            self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except OSError as err:
+            raise _unwritable(path, err) from err
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         # One write call per batch: a crash leaves at most one partial line, which resume cuts off.
-        self._file.write("".join(jsonl_line(row) for row in rows))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write("".join(jsonl_line(row) for row in rows))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as err:
+            raise _unwritable(self.path, err) from err
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:  # the failed write has been reported; closing flushes nothing new
+            pass
 
     def __enter__(self) -> JsonlAppender:
         return self
@@ -334,12 +374,6 @@ def checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
         if path.is_dir() and suffix.isdigit():
             found.append((int(suffix), path))
     return sorted(found)
-
-
-def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The newest complete ``checkpoint-N`` (the trainer writes ``trainer_state.json`` last)."""
-    complete = [path for _, path in checkpoints(output_dir) if (path / TRAINER_STATE).is_file()]
-    return complete[-1] if complete else None
 
 
 # ---- run names ---------------------------------------------------------------------------------------------------

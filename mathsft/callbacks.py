@@ -185,11 +185,13 @@ class PerfCallback(TrainerCallback):
 
 
 class GracefulInterruptCallback(TrainerCallback):
-    """First Ctrl-C: finish the current step, save a checkpoint and stop cleanly. Second Ctrl-C: stop at once."""
+    """First Ctrl-C (or SIGTERM): finish the current step, save a checkpoint and stop cleanly. Second: stop at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.interrupted = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def _handler(self, signum, frame):
         if self.interrupted:
@@ -198,10 +200,11 @@ class GracefulInterruptCallback(TrainerCallback):
         print("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)", file=sys.stderr)
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not in the main thread
-            self._previous = None
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handler)
+            except ValueError:  # not in the main thread
+                pass
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if self.interrupted:
@@ -210,8 +213,9 @@ class GracefulInterruptCallback(TrainerCallback):
         return control
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
 def loss_curves(log_history: list[dict[str, Any]]) -> tuple[list[list[Any]], list[list[Any]]]:

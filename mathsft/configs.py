@@ -148,6 +148,10 @@ def validate_ranges(data_args: DataArguments, training_args: MathSFTConfig, mode
     _require("adam_epsilon", t.adam_epsilon, "a finite number > 0", lambda x: x > 0)
     _require("max_length", t.max_length, "an integer >= 16", lambda x: x >= 16 and x == int(x))
     _require("validation_fraction", d.validation_fraction, "in (0, 1)", lambda x: 0 < x < 1)
+    # numpy and torch take 32-bit unsigned seeds; anything else fails deep inside with a traceback.
+    for name, value in (("seed", t.seed), ("data_seed", t.data_seed), ("split_seed", d.split_seed)):
+        if value is not None:
+            _require(name, value, "an integer in [0, 2**32 - 1]", lambda x: 0 <= x < 2**32 and x == int(x))
     if d.overlong not in OVERLONG_CHOICES:
         raise UserError(f"overlong must be one of {', '.join(OVERLONG_CHOICES)}, got {d.overlong!r}")
     for name in ("max_train_samples", "max_eval_samples"):

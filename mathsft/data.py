@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from datasets import Dataset, load_dataset
 
+from mathsft.artifacts import parse_jsonl_line
 from mathsft.errors import UserError
 from mathsft.paths import DATA_FILE_SUFFIXES, looks_like_local_path
 
@@ -24,11 +26,30 @@ def _load_local(path: Path, split: str) -> Dataset:
     builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
     if builder is None:
         raise UserError(f"unsupported data file {path}: use one of {', '.join(DATA_FILE_SUFFIXES)}")
+    if path.stat().st_size == 0:
+        raise UserError(f"data file {path} is empty")
+    if path.suffix == ".jsonl":
+        check_jsonl(path)
     try:
         return load_dataset(builder, data_files=str(path), split="train")
     except Exception as err:  # malformed or empty files surface as various datasets/arrow errors
         first_line = (str(err).strip().splitlines() or ["no details"])[0]
         raise UserError(f"could not read {path}: {type(err).__name__}: {first_line}") from err
+
+
+def check_jsonl(path: Path) -> None:
+    """Every line of a JSONL data file is a JSON object; else one line naming the file and line (datasets' own error
+    names neither)."""
+    lines = path.read_bytes().split(b"\n")
+    numbered = [(number, raw) for number, raw in enumerate(lines, start=1) if raw.strip()]
+    if not numbered:
+        raise UserError(f"data file {path} is empty")
+    for number, raw in numbered:
+        row = parse_jsonl_line(raw, path, number)
+        try:  # a JSON escape can hold a lone surrogate, which no tokenizer (and no Arrow table) accepts
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise UserError(f"{path} line {number} holds text that is not valid Unicode (a lone surrogate)") from err
 
 
 def load_problems(

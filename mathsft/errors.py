@@ -6,8 +6,10 @@ Exit codes: 0 done, 2 bad input or refused (:class:`UserError`), 3 diverged (:cl
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import signal
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -38,6 +40,7 @@ def exit_on_user_error(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        interrupt_on_sigterm()
         try:
             return func(*args, **kwargs)
         except UserError as err:
@@ -51,6 +54,17 @@ def exit_on_user_error(func: F) -> F:
             sys.exit(EXIT_INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler stopping the job, ``kill``) is an interrupt like Ctrl-C: exit code 130, finished work kept
+    for a resume. Training replaces it with its graceful stop (a checkpoint after the current step)."""
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def suggest(name: str, known: Iterable[str]) -> str:

@@ -21,7 +21,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from mathsft.errors import UserError
 from mathsft.paths import looks_like_local_path
@@ -133,34 +133,71 @@ def normalized(identity: dict[str, Any]) -> dict[str, Any]:
 # ---- one writer -------------------------------------------------------------------------------------------------
 
 
+def _missing_ancestors(directory: Path) -> list[Path]:
+    """``directory`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    path = directory.absolute()
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _lock(path: Path, directory: Path, what: str) -> IO[str]:
+    """Open and lock ``path``; retried when a releasing holder removed the file between our open and our lock."""
+    while True:
+        handle = open(path, "a+")  # noqa: SIM115 - held until exclusive_output ends
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            if err.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise UserError(f"{directory} is in use by another {what} (process {holder}); wait for it or use another "
+                            "output folder") from err  # fmt: skip
+        try:
+            same_file = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same_file = False
+        if same_file:
+            return handle
+        handle.close()  # we locked a file its holder had just removed: lock the new one
+
+
 @contextlib.contextmanager
 def exclusive_output(directory: Path, what: str) -> Iterator[None]:
     """Hold an OS lock on ``directory`` for as long as the block runs; a second holder is refused in one line.
 
-    ``fcntl.flock`` is released by the kernel when its holder dies, so a SIGKILLed run never leaves a stale lock.
+    ``fcntl.flock`` is released by the kernel when its holder dies, so a SIGKILLed run never leaves a stale lock. The
+    lock file holds the holder's PID (named in the refusal) and is removed on release, and folders created only to
+    hold it are removed again, so a refused run leaves the disk as it found it.
     """
-    created = not directory.exists()
+    created = _missing_ancestors(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK_FILE
-    handle = open(path, "a+")  # noqa: SIM115 - held until the block ends
     try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise UserError(f"{directory} is in use by another {what} (process {holder}); wait for it or use another "
-                            "output folder") from err  # fmt: skip
+        handle = _lock(path, directory, what)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    try:
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
         yield
     finally:
+        path.unlink(missing_ok=True)  # still locked: a newcomer that opened it retries on the new file
         handle.close()
-        if created and [p.name for p in directory.iterdir()] == [LOCK_FILE]:  # a refused run leaves no trace
-            path.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                directory.rmdir()
+        _remove_empty(created)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a refused run created (deepest first) while they are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (the run wrote results), or gone: keep the rest
+            return

@@ -856,6 +856,7 @@ def write_report(sources: Sequence[str | Path], output: str | Path, log_scale: b
         raise UserError(f"no training runs or evaluations found in {', '.join(str(s) for s in sources)}")
     analysis = analyze(runs, evals)
     output = Path(output)
+    artifacts.check_writable_dir(output, "report folder")  # one line, not a traceback, for a file in the way
     output.mkdir(parents=True, exist_ok=True)
     figures = {
         name: plot_losses(runs, analysis.best, kind, output / name, log_scale)

@@ -9,13 +9,15 @@ folder and decides, writing nothing until the decision is made:
 - another run, or files of unknown origin: refused in one line naming the first difference, unless
   ``--overwrite true``, which removes the old run's files first (checkpoints, events, results).
 
-A checkpoint counts as complete only once ``mathsft_checkpoint.json`` (the run identity) is written into it, after
-every file the trainer saves; a save cut short (a crash, a full disk) leaves no marker and is never resumed.
+A checkpoint counts as complete only once ``mathsft_checkpoint.json`` (the run identity and the size of every file) is
+written into it, after every file the trainer saves; a save cut short (a crash, a full disk) leaves no marker, and a
+file truncated later no longer matches its recorded size: neither is resumed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -31,11 +33,27 @@ from mathsft.methods import method_for
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_MARKER = "mathsft_checkpoint.json"
+CHECKPOINT_MARKER = artifacts.CHECKPOINT_MARKER
 # Hyperparameters that do not change the trained weights: a run may be resumed with other values.
 NOT_RESULT_DEFINING = ("activation_checkpointing",)
 # Data settings that only decide what is logged, not what is trained.
 NOT_RESULT_DEFINING_DATA = ("max_eval_samples",)
+# Every other transformers/TRL/PEFT field is part of the identity unless it only decides where results go, what is
+# logged, evaluated or saved and when, how fast or on which hardware it runs. A field missing here is taken as
+# result-defining: the safe side (a resume refused, never two runs mixed).
+NOT_RESULT_DEFINING_PREFIXES = (
+    "logging_", "log_", "eval_", "save_", "hub_", "push_to_hub", "trackio_", "dataloader_", "ddp_", "fsdp",
+    "torch_compile", "activation_", "gradient_checkpointing", "include_", "_",
+)  # fmt: skip
+NOT_RESULT_DEFINING_FIELDS = frozenset({
+    "output_dir", "overwrite", "resume_from_checkpoint", "run_name", "project", "report_to", "disable_tqdm",
+    "per_device_eval_batch_size", "prediction_loss_only", "batch_eval_metrics", "bf16_full_eval", "fp16_full_eval",
+    "enable_jit_checkpoint", "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
+    "restore_callback_states_from_checkpoint", "use_cpu", "accelerator_config", "parallelism_config", "deepspeed",
+    "debug", "skip_memory_metrics", "do_train", "do_eval", "do_predict", "local_rank", "use_cache",
+    "dataset_num_proc", "tf32", "use_liger_kernel", "liger_kernel_config", "full_determinism", "attn_implementation",
+    "torch_empty_cache_steps",
+})  # fmt: skip
 
 
 class RunAlreadyComplete(Exception):
@@ -56,8 +74,30 @@ def training_identity(data_args: DataArguments, training_args: MathSFTConfig, mo
             "data": data | {"files": data_identity(data_args.dataset_name)},
             "model": model_identity(model_args.model_name_or_path),
             "model_revision": model_args.model_revision,
+            "settings": other_settings(training_args, model_args, hyper),
         }
     )
+
+
+def other_settings(training_args: MathSFTConfig, model_args: ModelConfig, hyper: dict[str, Any]) -> dict[str, Any]:
+    """The result-defining fields beyond the recorded hyperparameters (``eos_token``, ``data_seed``, ``loss_type``,
+    ``neftune_noise_alpha``, ...), by name; fields the project replaces (``optim``, ...) are rejected elsewhere."""
+    from mathsft.configs import REPLACED_FIELDS
+    from mathsft.methods import METHODS
+
+    # Another method's knobs (sgd_momentum for AdamW, lora_r without LoRA) do not change this run.
+    other_methods = {key for method in METHODS.values() for key in method.owned_keys()}
+    recorded_elsewhere = set(hyper) | other_methods | {"model_revision"}
+    excluded = recorded_elsewhere | set(REPLACED_FIELDS) | NOT_RESULT_DEFINING_FIELDS | set(NOT_RESULT_DEFINING)
+    settings = {}
+    for args in (training_args, model_args):
+        for field in dataclasses.fields(args):
+            name = field.name
+            if name in excluded or name.startswith(NOT_RESULT_DEFINING_PREFIXES):
+                continue
+            value = getattr(args, name)
+            settings[name] = json.loads(json.dumps(getattr(value, "value", value), default=str))
+    return settings
 
 
 # Files a run's folder may hold before the run: the lock, and the study's record and log of the stage.
@@ -100,7 +140,10 @@ def plan_output_dir(directory: Path, identity: dict[str, Any], overwrite: bool, 
         raise UserError("--overwrite true starts over; it cannot be combined with --resume_from_checkpoint")
     artifacts.check_writable_dir(directory, "output_dir")
     recorded = artifacts.read_json(directory / IDENTITY_FILE)
-    if _entries(directory) and recorded is None and not overwrite:
+    # Checkpoints alone (copied from a run) may be resumed: each one's marker says which run wrote it.
+    checkpoint_dirs = {path for _, path in artifacts.checkpoints(directory)}
+    only_checkpoints = all(path in checkpoint_dirs for path in _entries(directory))
+    if _entries(directory) and recorded is None and not overwrite and not (resume and only_checkpoints):
         raise UserError(f"{directory} holds files that are not a mathsft training run; choose another output_dir, "
                         "or pass --overwrite true to delete them")  # fmt: skip
     if recorded is not None and not overwrite:
@@ -131,12 +174,45 @@ def apply_output_plan(plan: OutputPlan) -> None:
 
 
 def checkpoint_problem(checkpoint: Path, identity: dict[str, Any]) -> str | None:
-    """Why ``checkpoint`` cannot be resumed (incomplete, or written by another run), or None when it can."""
+    """Why ``checkpoint`` cannot be resumed (incomplete, damaged, or written by another run), or None when it can."""
     marker = artifacts.read_json(checkpoint / CHECKPOINT_MARKER)
     if marker is None:
         return "incomplete: its save was cut short (no completion marker)"
+    damaged = _changed_file(checkpoint, marker.get("files"))
+    if damaged:
+        return f"damaged since it was saved: {damaged}"
     difference = first_difference(marker.get("identity"), identity)
     return f"written by a different run ({difference})" if difference else None
+
+
+def _file_sizes(checkpoint: Path) -> dict[str, int]:
+    """Every file of a checkpoint (sub-folders too, as FSDP writes them) with its size, the marker excepted."""
+    return {
+        str(path.relative_to(checkpoint)): path.stat().st_size
+        for path in sorted(checkpoint.rglob("*"))
+        if path.is_file() and path.name != CHECKPOINT_MARKER
+    }
+
+
+def _changed_file(checkpoint: Path, recorded: Any) -> str | None:
+    """The first file that is missing or whose size differs from the one recorded when the save finished."""
+    if not isinstance(recorded, dict):
+        return None  # a marker from before sizes were recorded
+    for name, size in recorded.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} when saved"
+    return None
+
+
+def last_complete_checkpoint(output_dir: Path, identity: dict[str, Any]) -> Path | None:
+    """The newest checkpoint of this run in ``output_dir`` that may be resumed, or None."""
+    for _, path in reversed(artifacts.checkpoints(output_dir)):
+        if checkpoint_problem(path, identity) is None:
+            return path
+    return None
 
 
 def resolve_checkpoint(resume: str | None, output_dir: Path, identity: dict[str, Any]) -> str | None:
@@ -162,4 +238,5 @@ def resolve_checkpoint(resume: str | None, output_dir: Path, identity: dict[str,
 
 def mark_checkpoint_complete(checkpoint: Path, identity: dict[str, Any], step: int) -> None:
     """Written last into a saved checkpoint: from now on it may be resumed."""
-    artifacts.write_json_atomic(checkpoint / CHECKPOINT_MARKER, {"global_step": step, "identity": identity})
+    marker = {"global_step": step, "identity": identity, "files": _file_sizes(checkpoint)}
+    artifacts.write_json_atomic(checkpoint / CHECKPOINT_MARKER, marker)

@@ -33,7 +33,8 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return ""
     # Progress bars rewrite one line with \r: keep the last state of each.
     kept = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
-    return "\n".join(line for line in kept[-lines:])
+    # Indented: the stage's own "error: ..." line is quoted, so the study's failure stays the one line that starts so.
+    return "\n".join(f"  | {line}" for line in kept[-lines:])
 
 
 def run_logged(

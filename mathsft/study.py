@@ -14,9 +14,12 @@ is refused unless ``--overwrite true``, so a config edit never silently mixes ol
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
+import io
 import json
+import os
 import shutil
 import sys
 import time
@@ -204,7 +207,9 @@ class Study:
             flush=True,
         )
         base_stage = self.eval_stage(artifacts.BASE_EVAL, None)
-        self._refuse_changed([base_stage, *train_stages])  # before anything is written
+        for run, stage in zip(self.runs, train_stages, strict=True):  # before anything is written
+            check_training_stage(stage, self.recipes[run.method])
+        self._refuse_changed([base_stage, *train_stages])
         if c.dry_run:
             for stage in [base_stage, *train_stages]:
                 self._run_stage(stage, progress)
@@ -327,6 +332,34 @@ class Study:
                 raise UserError(f"{stage.description} stopped before the end; rerun the same command to resume")
         elif not (stage.directory / EVAL_SUMMARY).is_file():
             raise UserError(f"{stage.description} wrote no {EVAL_SUMMARY}; see {stage.directory / STAGE_LOG}")
+
+
+def check_training_stage(stage: Stage, recipe: dict[str, Any]) -> None:
+    """Parse and validate a training stage's options as ``train_sft.py`` will, so that a bad value is refused before
+    the study writes anything (not hours later, when that stage starts)."""
+    from mathsft.configs import REPLACED_FIELDS, validate_args
+    from mathsft.recipes import parse_training_args
+
+    where = f"{stage.description} ({stage.directory})"
+    for key in recipe:
+        if key in REPLACED_FIELDS:
+            raise UserError(f"{where}: '{key}' is not used by this project: {REPLACED_FIELDS[key]}")
+    argv = stage.command[stage.command.index(str(REPO_ROOT / TRAIN_SCRIPT)) + 1 :]
+    # Values only: the hardware (bf16 on a GPU) is the stage's own check, and a GPU study may be planned on a CPU.
+    argv += ["--use_cpu", "true"]
+    saved_environ, usage = dict(os.environ), io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):  # argparse prints its usage before it exits
+            data_args, training_args, model_args = parse_training_args(argv)
+        validate_args(data_args, training_args, model_args)
+    except SystemExit:  # argparse rejected a value (a type or a choice)
+        last = (usage.getvalue().strip().splitlines() or ["invalid option"])[-1]
+        raise UserError(f"{where}: {last.split('error: ', 1)[-1]}") from None
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from err
+    finally:  # a recipe's env: section is for the stage's own process
+        os.environ.clear()
+        os.environ.update(saved_environ)
 
 
 def _has_results(stage: Stage) -> bool:

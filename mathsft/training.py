@@ -7,8 +7,10 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -186,6 +188,25 @@ def load_model(model_args: ModelConfig) -> PreTrainedModel:
                         f"{type(err).__name__}: {first_line}") from err  # fmt: skip
 
 
+@contextlib.contextmanager
+def saving(path: Path, consequence: str) -> Iterator[None]:
+    """A save that fails part-way (a full disk, a file size limit) is one line naming ``path`` and what it means for
+    the run, not a traceback. torch.save reports a failed write as a RuntimeError from its zip writer, safetensors as
+    its own error type."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).strip().splitlines()[0][:200]
+        free = shutil.disk_usage(path.parent if path.parent.exists() else ".").free
+        hint = "; no space left on the device" if free < artifacts.MIN_FREE_BYTES else ""
+        raise UserError(f"could not save {path}: {type(err).__name__}: {reason}{hint}; {consequence}") from err
+
+
+RESUME_TO_FINISH = "free space, then finish with the same command plus --resume_from_checkpoint true"
+
+
 class MathSFTTrainer(SFTTrainer):
     """SFTTrainer whose optimizer comes from ``mathsft.optimizers`` (AdamW or SGD, no decay on norms/biases)."""
 
@@ -205,11 +226,15 @@ class MathSFTTrainer(SFTTrainer):
         return loss
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
+        folder = Path(self._get_output_dir(trial=trial)) / f"{artifacts.CHECKPOINT_PREFIX}{self.state.global_step}"
+        # Saving over an older checkpoint of this step (a resumed run): until the new marker, it is not complete.
+        (folder / artifacts.CHECKPOINT_MARKER).unlink(missing_ok=True)
+        with saving(folder, "that checkpoint is incomplete and will never be resumed"):
+            super()._save_checkpoint(model, trial)
+            self.accelerator.wait_for_everyone()  # every rank's shards are written before the marker lists them
         if self.identity is not None and self.args.should_save:  # written last: the checkpoint is now complete
             from mathsft.run_dir import mark_checkpoint_complete
 
-            folder = Path(self._get_output_dir(trial=trial)) / f"{artifacts.CHECKPOINT_PREFIX}{self.state.global_step}"
             mark_checkpoint_complete(folder, self.identity, self.state.global_step)
 
     def prediction_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any):
@@ -418,12 +443,14 @@ def _train(
     diverged = trainer.divergence is not None and trainer.divergence.step is not None
     logger.info("optimizer parameters on this rank: %s", json.dumps(trainer.optimizer_layout()))
     if not (interrupted or diverged):  # a half-trained or NaN model is never saved as the final one
-        trainer.save_model(str(output_dir))
+        with saving(output_dir / "model.safetensors", RESUME_TO_FINISH):
+            trainer.save_model(str(output_dir))
     summary = build_run_summary(
         trainer, data, perf, data_args, training_args, model_args, time.perf_counter() - start, interrupted
     )
     if trainer.is_world_process_zero():
-        trainer.save_state()
+        with saving(output_dir / artifacts.TRAINER_STATE, RESUME_TO_FINISH):
+            trainer.save_state()
         artifacts.write_json_atomic(output_dir / artifacts.RUN_SUMMARY, summary)
     _finish_message(trainer, output_dir, interrupted)
     return summary
@@ -433,7 +460,9 @@ def _finish_message(trainer: MathSFTTrainer, output_dir: Path, interrupted: bool
     """Say how the run ended; a divergence or an interrupt leaves through its exit code."""
     divergence = trainer.divergence
     if divergence is not None and divergence.step is not None:
-        last = artifacts.last_complete_checkpoint(output_dir)
+        from mathsft.run_dir import last_complete_checkpoint
+
+        last = last_complete_checkpoint(output_dir, trainer.identity) if trainer.identity else None
         kept = f"the last finite checkpoint is {last}" if last else "no checkpoint was saved before it"
         raise DivergedError(f"training diverged at step {divergence.step}: the {divergence.what} is not finite; "
                             f"the model was not saved, {kept}; try a lower learning_rate")  # fmt: skip
