@@ -126,6 +126,8 @@ def validate_eval_args(args: EvalArguments) -> None:
             f"--num_samples {args.num_samples} with greedy decoding (--temperature 0) gives identical samples; "
             "set --temperature (e.g. 0.7) or use --num_samples 1"
         )
+    if not 0 <= args.seed < 2**32:  # torch and numpy take 32-bit unsigned seeds
+        raise UserError(f"--seed must be an integer in [0, 2**32 - 1], got {args.seed}")
     validate_grader_timeout(args.grader_timeout, key="--grader_timeout")
 
 
@@ -168,6 +170,7 @@ class EvalRun:
     todo: list[tuple[int, int]]  # this process's (problem index, sample) pairs without a row yet
     shard: Shard = field(default_factory=Shard)
     total_todo: int = 0  # pairs without a row yet, over all processes
+    settings: dict[str, Any] = field(default_factory=dict)  # the contents of eval_config.json (main process)
 
     @property
     def generations_path(self) -> Path:
@@ -194,8 +197,9 @@ def eval_settings(args: EvalArguments, dtype: str) -> dict[str, Any]:
     return settings
 
 
-def check_or_write_config(output: Path, settings: dict[str, Any]) -> None:
-    """Write ``eval_config.json``, or check that an existing one (a run to resume) has the same settings."""
+def check_config(output: Path, settings: dict[str, Any]) -> None:
+    """Check that an existing ``eval_config.json`` (a run to resume) has the same settings; writes nothing (the
+    file is written once the model has loaded, so a model that fails to load leaves no trace)."""
     path = output / EVAL_CONFIG
     if path.is_file():
         previous = artifacts.read_json(path)
@@ -213,7 +217,6 @@ def check_or_write_config(output: Path, settings: dict[str, Any]) -> None:
             f"{output / GENERATIONS} exists but {EVAL_CONFIG} does not, so its settings are unknown; "
             "use a new --output or pass --overwrite true"
         )
-    artifacts.write_json_atomic(path, settings)
 
 
 def prepare_evaluation(args: EvalArguments, shard: Shard | None = None) -> EvalRun:
@@ -258,16 +261,27 @@ def _prepare_output(run: EvalRun) -> None:
     if args.overwrite:
         for path in [output / GENERATIONS, output / EVAL_CONFIG, output / EVAL_SUMMARY, *output.glob(SHARD_PATTERN)]:
             path.unlink(missing_ok=True)
-    check_or_write_config(output, eval_settings(args, run.dtype_name))
+    run.settings = eval_settings(args, run.dtype_name)
+    check_config(output, run.settings)
     merged = merge_shards(output)  # rows a stopped multi-process run left in its shares
     if merged:
         print(f"merged {merged} rows left by a stopped multi-process run into {run.generations_path}", file=sys.stderr)
     read_jsonl_rows(run.generations_path, repair=True)  # cut a torn last line before anyone reads the file
 
 
+def record_settings(run: EvalRun) -> None:
+    """Write ``eval_config.json`` (main process, once)."""
+    if not (run.output / EVAL_CONFIG).is_file():
+        artifacts.write_json_atomic(run.output / EVAL_CONFIG, run.settings)
+
+
 def plan_work(run: EvalRun) -> None:
     """The (problem, sample) pairs without a row yet, and this process's share of them."""
     existing = read_jsonl_rows(run.generations_path)
+    for number, row in enumerate(existing, start=1):
+        if not all(type(row.get(key)) is int for key in ("id", "sample")):  # bool is no id either
+            raise UserError(f"{run.generations_path} row {number}: 'id' and 'sample' must be integers; "
+                            "use a new --output or pass --overwrite true")  # fmt: skip
     done = {(row["id"], row["sample"]) for row in existing}
     todo = [(pid, s) for pid in range(len(run.examples)) for s in range(run.args.num_samples) if (pid, s) not in done]
     run.resumed_rows, run.total_todo, run.todo = len(existing), len(todo), run.shard.take(todo)
@@ -336,6 +350,8 @@ def generate_and_grade(run: EvalRun) -> GenerationStats:
     model, tokenizer = gen.load_model_and_tokenizer(
         args.model, args.adapter, str(run.device), args.dtype, args.attn_implementation
     )
+    if run.shard.is_main:
+        record_settings(run)  # the model loaded: from now on this folder holds this evaluation
     prompts, requests = _requests(run, tokenizer)
     settings = gen.SamplingSettings(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
@@ -426,17 +442,29 @@ def run_evaluation(args: EvalArguments) -> EvalSummary | None:
             run = prepare_evaluation(args, shard)
             group.barrier()  # the main process has prepared the output folder
             plan_work(run)
+            finished = artifacts.read_eval_summary(run.output) if shard.is_main and not run.total_todo else None
+            if finished is not None and not shard.distributed:  # this very evaluation, done: rewrite nothing
+                return _reprint(run, finished)
             stats = generate_and_grade(run)
             stats = GenerationStats(int(group.reduce(stats.tokens, "sum")), group.reduce(stats.seconds, "max"))
             group.barrier()  # every share is written
             summary = None
             if shard.is_main:
+                record_settings(run)  # also when this process had no share to generate
                 merge_shards(run.output)
                 summary = summarize_evaluation(run, stats, time.perf_counter() - started)
             group.barrier()  # leave together: a process gone early can abort the others' gloo connections
             return summary
     finally:
         group.close()
+
+
+def _reprint(run: EvalRun, summary: EvalSummary) -> EvalSummary:
+    from mathsft.scoring import format_summary_table
+
+    print(format_summary_table(summary))
+    print(f"{run.output} already holds this evaluation, finished; nothing to do")
+    return summary
 
 
 def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

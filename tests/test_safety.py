@@ -35,8 +35,6 @@ from summary_factory import eval_summary, write_eval
 # ---- running a script ------------------------------------------------------------------------------------------
 
 _CACHE: dict[str, Path] = {}
-NEEDS_CLI = pytest.mark.xfail(strict=False, reason="needs mathsft/cli.py (replaced fields, one-line argparse errors)")
-EVAL_BUG = "evaluation.py bug reported to the integrator (see the report of issue 9)"
 TINY_TRAINING = [
     "--max_steps", "2", "--max_train_samples", "32", "--max_eval_samples", "8", "--save_steps", "1",
     "--logging_steps", "1", "--eval_steps", "2",
@@ -216,16 +214,16 @@ TRAINING_VALUES = [
     slow(["--gradient_accumulation_steps", "0"], {}, "gradient_accumulation_steps", id="accumulation-0"),
     slow(["--num_train_epochs", "0", "--max_steps", "-1"], {}, "num_train_epochs", id="epochs-0"),
     slow([], {"overlong": "keep"}, "overlong", id="overlong-keep-in-recipe"),
-    slow(["--overlong", "keep"], {}, "overlong", id="overlong-keep-on-cli", marks=NEEDS_CLI),
+    slow(["--overlong", "keep"], {}, "overlong", id="overlong-keep-on-cli"),
     slow(["--validation_fraction", "1.5"], {}, "validation_fraction", id="validation-fraction-1.5"),
     slow(["--max_length", "20"], {}, "max_length", id="max-length-below-instruction"),
     slow(["--max_grad_norm", "-1"], {}, "max_grad_norm", id="max-grad-norm-negative"),
     slow(["--warmup_steps", "-1"], {}, "warmup_steps", id="warmup-negative"),
     slow(["--adam_beta2", "1.0"], {}, "adam_beta2", id="beta2-1"),
-    slow([], {"learning_rate": "fast"}, "learning_rate", id="lr-not-a-number", marks=NEEDS_CLI),
-    slow(["--optim", "sgd"], {}, "optim", id="optim-replaced-on-cli", marks=NEEDS_CLI),
-    slow([], {"optim": "sgd"}, "optim", id="optim-replaced-in-recipe", marks=NEEDS_CLI),
-    slow(["--trust_remote_code", "true"], {}, "trust_remote_code", id="trust-remote-code", marks=NEEDS_CLI),
+    slow([], {"learning_rate": "fast"}, "learning_rate", id="lr-not-a-number"),
+    slow(["--optim", "sgd"], {}, "optim", id="optim-replaced-on-cli"),
+    slow([], {"optim": "sgd"}, "optim", id="optim-replaced-in-recipe"),
+    slow(["--trust_remote_code", "true"], {}, "trust_remote_code", id="trust-remote-code"),
     slow(["--overwrite", "true", "--resume_from_checkpoint", "true"], {}, "--overwrite", id="overwrite-and-resume"),
     slow(["--optimizer", "lion"], {}, "lion", id="unknown-optimizer"),
     slow(["--seed", "-1"], {}, "seed", id="seed-negative"),
@@ -395,12 +393,9 @@ EVAL_SETTINGS = [
     slow(["--num_samples", "0"], "--num_samples", id="samples-0"),
     slow(["--max_new_tokens", "0"], "--max_new_tokens", id="max-new-tokens-0"),
     slow(["--limit", "0"], "--limit", id="limit-0"),
-    slow(["--trust_remote_code", "true"], "trust_remote_code", id="trust-remote-code", marks=NEEDS_CLI),
-    slow(["--seed", "-1"], "--seed", id="seed-negative",
-         marks=pytest.mark.xfail(strict=False, reason=f"{EVAL_BUG}: --seed unchecked, traceback after writing")),
-    slow(["--adapter", "no-such-adapter"], "no-such-adapter", id="missing-adapter",
-         marks=pytest.mark.xfail(strict=False, reason=f"{EVAL_BUG}: eval_config.json is written before the model "
-                                 "loads, so a refused call leaves it behind")),
+    slow(["--trust_remote_code", "true"], "trust_remote_code", id="trust-remote-code"),
+    slow(["--seed", "-1"], "--seed", id="seed-negative"),
+    slow(["--adapter", "no-such-adapter"], "no-such-adapter", id="missing-adapter"),
 ]
 
 
@@ -542,8 +537,7 @@ STUDY_CASES = [
     slow(["--evaluation", '{"temperature": -1}'], "temperature", id="temperature-negative"),
     slow(["--methods", "adamw", "lion"], "lion", id="unknown-method"),
     slow(["--train_overrides", '{"seed": -1}'], "seed", id="seed-negative"),
-    slow(["--evaluation", '{"seed": -1}'], "seed", id="eval-seed-negative",
-         marks=pytest.mark.xfail(strict=False, reason=f"{EVAL_BUG}: validate_eval_args does not check --seed")),
+    slow(["--evaluation", '{"seed": -1}'], "seed", id="eval-seed-negative"),
 ]
 
 
@@ -769,7 +763,6 @@ def copy_eval(finished_eval: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=f"{EVAL_BUG}: a finished rerun rewrites summary.json (resumed_rows)")
 def test_finished_identical_evaluation_reprints_its_summary(finished_eval):
     result = untouched(eval_args(finished_eval), 0, None, finished_eval)
     assert "accuracy" in result.stdout.lower()
@@ -790,10 +783,8 @@ def test_generations_of_unknown_settings_are_refused(finished_eval, tmp_path):
 RESUMED_ROWS = [
     slow(b'{"id": 0, "sample": 0, "completion": "\xff"}\n', "not UTF-8", id="invalid-utf8"),
     slow(b"[0, 0]\n", "not an object", id="row-not-an-object"),
-    slow(b'{"id": [0], "sample": 0, "completion": "x"}\n', "'id'", id="unhashable-id",
-         marks=pytest.mark.xfail(strict=False, reason=f"{EVAL_BUG}: resume reads ids unchecked (TypeError)")),
-    slow(b'{"sample": 0, "completion": "x"}\n', "'id'", id="row-without-id",
-         marks=pytest.mark.xfail(strict=False, reason=f"{EVAL_BUG}: resume reads ids unchecked (KeyError)")),
+    slow(b'{"id": [0], "sample": 0, "completion": "x"}\n', "'id'", id="unhashable-id"),
+    slow(b'{"sample": 0, "completion": "x"}\n', "'id'", id="row-without-id"),
 ]  # fmt: skip
 
 
