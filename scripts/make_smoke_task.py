@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing the package
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from make_smoke_assets import CHAT_TEMPLATE, SPECIAL_TOKENS, write_jsonl  # noqa: E402
+from make_smoke_assets import build_tokenizer, write_jsonl  # noqa: E402
 
 LEVELS = (1, 2, 3)
 NUM_TRAIN, NUM_TEST = 1200, 240  # 10% of train is held out for validation loss by the recipes
@@ -296,35 +296,6 @@ def make_corpus(num_lines: int, excluded: set[tuple], table_fraction: float = 0.
     return lines
 
 
-def build_tokenizer(texts: list[str], vocab_size: int):
-    """A small byte-level BPE with the Qwen3 special tokens and ChatML template; digits are single tokens, as in
-    Qwen3's tokenizer (so a number's digits line up with the arithmetic)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS[1:],
-        model_max_length=4096,
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
-
-
 @dataclass
 class ModelShape:
     hidden_size: int = 128
@@ -424,7 +395,7 @@ def build_base_model(out: Path, args: argparse.Namespace, train: list[dict], tes
     corpus = make_corpus(args.corpus_lines, test_keys)
     # The vocabulary also covers the SFT text, so "\\boxed" is one token whose embedding pretraining never trained.
     sft_texts = [row["problem"] + INSTRUCTION + "\n" + row["solution"] for row in train]
-    tokenizer = build_tokenizer(corpus[:40_000] + sft_texts, args.vocab_size)
+    tokenizer = build_tokenizer(corpus[:40_000] + sft_texts, args.vocab_size, digits_apart=True)
     blocks = token_blocks(tokenizer, corpus, args.block_size)
     model = build_model(len(tokenizer), tokenizer.eos_token_id, ModelShape(), seed=MODEL_SEED)
     print(
