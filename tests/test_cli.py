@@ -107,7 +107,7 @@ def test_replaced_field_in_a_recipe(capsys, tmp_path: Path) -> None:
     _fails_with(capsys, train_sft.main, ["--config", str(recipe)], "'optim' (set in the recipe)", "set `optimizer`")
     recipe.write_text(Path("recipes/smoke/sgd.yaml").read_text() + "trust_remote_code: false\n")
     data_args, training_args, _ = parse_training_args(["--config", str(recipe)])  # false: what the project does
-    assert training_args.optimizer == "sgd" and data_args.dataset_name == "assets/smoke/data"
+    assert training_args.optimizer == "sgd" and data_args.dataset_name == "assets/smoke-task/data"
 
 
 def test_config_equals_form_and_overrides() -> None:
