@@ -30,6 +30,8 @@ import pytest
 import yaml
 
 from conftest import OFFLINE_ENV, REPO, SMOKE_DATA, SMOKE_MODEL
+from mathsft.artifacts import run_name
+from mathsft.config_files import load_yaml_mapping
 from summary_factory import eval_summary, write_eval
 
 # ---- running a script ------------------------------------------------------------------------------------------
@@ -517,7 +519,8 @@ STUDY = ["run_study.py", "--config", "studies/smoke.yaml"]
 def test_refused_study_leaves_the_disk_byte_identical(tmp_path):
     """A stage run with other settings is refused, and study_config.json is not rewritten."""
     study = tmp_path / "study"
-    stage = study / "train" / "adamw-lr3e-3"
+    rate = load_yaml_mapping(str(REPO / "recipes/smoke/adamw.yaml"), "recipe")["learning_rate"]
+    stage = study / "train" / run_name("adamw", float(rate))  # the folder the study would train AdamW in
     stage.mkdir(parents=True)
     (study / "study_config.json").write_text('{"methods": ["adamw"], "written": "by an earlier call"}\n')
     (stage / "stage_config.json").write_text(json.dumps({"stage": "train", "command": ["an", "older", "command"]}))
