@@ -662,7 +662,7 @@ def test_finished_identical_run_is_not_redone(finished_run):
 
 @pytest.mark.slow
 def test_different_run_in_output_dir_is_refused(finished_run):
-    refused(train_args(finished_run, "--learning_rate", "0.001"), "learning_rate", finished_run)
+    refused(train_args(finished_run, "--learning_rate", "0.002"), "learning_rate", finished_run)
 
 
 @pytest.mark.slow
@@ -739,12 +739,12 @@ def test_overwrite_starts_clean(finished_run, tmp_path):
     copy = copy_run(finished_run, tmp_path)
     (copy / "notes.txt").write_text("left by the old run\n")
     old_events = {p.name for p in (copy / "tensorboard").iterdir()}
-    expect(run(*train_args(copy, "--learning_rate", "0.001", "--overwrite", "true")), 0)
+    expect(run(*train_args(copy, "--learning_rate", "0.002", "--overwrite", "true")), 0)
     assert not (copy / "notes.txt").exists()
     assert not old_events & {p.name for p in (copy / "tensorboard").iterdir()}, "old TensorBoard events were kept"
-    assert summary(copy)["hyperparameters"]["learning_rate"] == 0.001
+    assert summary(copy)["hyperparameters"]["learning_rate"] == 0.002
     identity = json.loads((copy / "run_identity.json").read_text())
-    assert identity["hyperparameters"]["learning_rate"] == 0.001
+    assert identity["hyperparameters"]["learning_rate"] == 0.002
     for marker in copy.glob("checkpoint-*/mathsft_checkpoint.json"):
         assert json.loads(marker.read_text())["identity"] == identity
 
