@@ -179,6 +179,11 @@ def _matches(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
+def is_finite_number(value: Any) -> bool:
+    """A JSON number (not a bool) that is finite: the test for losses, rates and timeouts read from files or flags."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 # ---- reading -----------------------------------------------------------------------------------------------------
 
 

@@ -12,7 +12,6 @@ Outputs under ``--output`` (see ``docs/evaluation.md``):
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 import time
@@ -105,15 +104,11 @@ GUARDED_SETTINGS = (
 )  # fmt: skip
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def validate_eval_args(args: EvalArguments) -> None:
     """Checks that argparse cannot express; each failure is one line naming the option and its range."""
-    if not (_finite(args.temperature) and args.temperature >= 0):
+    if not (artifacts.is_finite_number(args.temperature) and args.temperature >= 0):
         raise UserError(f"--temperature must be a finite number >= 0, got {args.temperature!r}")
-    if not (_finite(args.top_p) and 0 < args.top_p <= 1):
+    if not (artifacts.is_finite_number(args.top_p) and 0 < args.top_p <= 1):
         raise UserError(f"--top_p must be in (0, 1], got {args.top_p!r}")
     for name in ("num_samples", "max_new_tokens"):
         if getattr(args, name) < 1:

@@ -5,7 +5,6 @@ renders what this finds; one report covers one study (:func:`plan_reports` split
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,16 +41,12 @@ class Divergence:
     step: int | None
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def divergence(summary: RunSummary | None) -> Divergence | None:
     """Whether a run diverged: ``diverged: true`` in its summary, or a non-finite loss in its curves."""
     if summary is None:
         return None
     curves = (summary.get("train_loss") or []) + (summary.get("eval_loss") or [])
-    first_bad = min((int(step) for step, value in curves if not _finite(value)), default=None)
+    first_bad = min((int(step) for step, value in curves if not artifacts.is_finite_number(value)), default=None)
     if not summary.get("diverged") and first_bad is None:
         return None
     step = summary.get("diverged_step")
