@@ -168,7 +168,7 @@ def combined_summary(summaries: Sequence[EvalSummary], interval: tuple[float, fl
 
 
 def _group_accuracy(summary: EvalSummary, key: str, name: str) -> Any:
-    groups: dict[str, Any] = dict(summary).get(key) or {}
+    groups = cast(dict[str, Any], summary).get(key) or {}
     return (groups.get(name) or {}).get("accuracy")
 
 
