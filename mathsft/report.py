@@ -301,7 +301,6 @@ def lr_sensitivity_figure(grid: Sequence[GridResult]) -> tuple[Any, dict[str, An
             ax.legend(fontsize=8, loc="best")
     if not drawn:
         loss_ax.text(0.5, 0.5, "no training run with a learning rate", transform=loss_ax.transAxes, ha="center")
-    fig.tight_layout()
     return fig, {"title": "Learning-rate sensitivity", "lines": drawn, "diverged": diverged_rates,
                  "accuracy_panel": with_accuracy}  # fmt: skip
 
@@ -326,6 +325,7 @@ def plot_lr_sensitivity(grid: Sequence[GridResult], path: Path) -> dict[str, Any
     import matplotlib.pyplot as plt
 
     fig, info = lr_sensitivity_figure(grid)
+    fig.tight_layout()
     artifacts.save_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
     return info
@@ -368,7 +368,6 @@ def accuracy_by_step_figure(steps: Sequence[StepPoint]) -> tuple[Any, dict[str, 
         ax.grid(True, alpha=0.3)
         if ax.get_lines():
             ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
     return fig, {"title": "Accuracy over training", "lines": drawn}
 
 
@@ -377,6 +376,7 @@ def plot_accuracy_by_step(steps: Sequence[StepPoint], path: Path) -> dict[str, A
     import matplotlib.pyplot as plt
 
     fig, info = accuracy_by_step_figure(steps)
+    fig.tight_layout()
     artifacts.save_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
     return info
