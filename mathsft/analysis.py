@@ -385,7 +385,8 @@ def analyze(runs: list[TrainRecord], evals: list[EvalRecord]) -> Analysis:
         extended=is_extended(runs, evals),
     )
     analysis.findings = findings(method_results(analysis), [
-        Comparison(p.a, p.b, p.result) for p in analysis.comparisons if p.result is not None
+        Comparison(p.a, p.b, p.result, "(seed, problem) pairs" if p.seeds > 1 else "problems")
+        for p in analysis.comparisons if p.result is not None
     ])  # fmt: skip
     return analysis
 
@@ -526,6 +527,11 @@ def method_results(analysis: Analysis) -> list[MethodResult]:
         precision = eval_precision(best) if best is not None else None
         if precision is not None and artifacts.is_finite_number(precision.get("overall")):
             result = replace(result, update_survival=float(precision["overall"]), eval_dtype=precision.get("dtype"))
+        point = next((g for g in analysis.grid if g.best and g.point.method == evaluation.label), None)
+        if point is not None and len(point.point.runs) > 1:  # several seeds: the mean of their lowest losses
+            lows = [lowest_val_loss(r) for r in point.point.runs]
+            mean = sum(low[0] for low in lows if low) / len(lows) if all(lows) else None
+            result = replace(result, lowest_val_loss=mean, lowest_val_loss_step=None, seeds=len(lows))
         if best is not None or summary is not None:
             results.append(result)
     for run in analysis.runs:

@@ -50,6 +50,7 @@ class MethodResult:
     diverged_step: int | None = None  # where a diverged run stopped, when known
     update_survival: float | None = None  # share of the fine-tuning update that survives the evaluation dtype
     eval_dtype: str | None = None  # the dtype that share was measured for
+    seeds: int = 1  # training seeds behind the numbers: with several, the loss is the mean of their lowest losses
 
     @property
     def completed(self) -> bool:
@@ -69,6 +70,7 @@ class Comparison:
     a: str
     b: str
     result: PairedComparison
+    unit: str = "problems"  # what the counts count: "(seed, problem) pairs" when paired by problem and seed
 
 
 ROUNDS_AWAY_BELOW = 0.5  # less than half of the update survives the cast: it "mostly rounds away"
@@ -107,6 +109,8 @@ def _loss(value: float) -> str:
 
 
 def _loss_at(m: MethodResult, loss: float) -> str:
+    if m.seeds > 1:
+        return f"{_loss(loss)} (mean over {m.seeds} seeds)"
     step = "" if m.lowest_val_loss_step is None else f" at step {m.lowest_val_loss_step}"
     return f"{_loss(loss)}{step}"
 
@@ -242,9 +246,9 @@ def _comparison_sentence(c: Comparison) -> str:
     r = c.result
     low, high = r.ci95_points
     if r.binary:
-        counts = f"McNemar {_p(r.p_value)}; {r.only_a} problems solved only by {c.a}, {r.only_b} only by {c.b}"
+        counts = f"McNemar {_p(r.p_value)}; {r.only_a} {c.unit} solved only by {c.a}, {r.only_b} only by {c.b}"
     else:
-        counts = (f"exact sign test {_p(r.p_value)}; {r.only_a} problems scored higher by {c.a}, "
+        counts = (f"exact sign test {_p(r.p_value)}; {r.only_a} {c.unit} scored higher by {c.a}, "
                   f"{r.only_b} by {c.b}")
     return (f"{c.a} vs {c.b}: {_signed(r.difference_points)} points (95% CI {_signed(low)} to {_signed(high)}; "
             f"{counts}): {_verdict(r)}.")

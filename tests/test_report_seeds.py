@@ -296,3 +296,12 @@ def test_a_stale_seed_evaluation_is_kept_apart(seeded: Path, tmp_path: Path) -> 
     text = accuracy_markdown(analyze(*collect([copy])))
     assert "| adamw | adamw-lr1e-5-seed1 (seed 2: missing) | 60.00% |" in text
     assert "- Not shown: `adamw-seed2` scored `adamw-lr3e-5-seed2`" in text
+
+
+def test_findings_speak_of_seeds(report: Path) -> None:
+    text = (report / "report.md").read_text()
+    assert "- adamw reached the lowest validation loss, 0.850 (mean over 2 seeds) (then sgd 0.950 (mean over 2 " \
+           "seeds))." in text  # fmt: skip
+    assert "McNemar p < 0.001; 12 (seed, problem) pairs solved only by adamw, 0 only by base)" in text
+    # sgd has one evaluated seed: paired with adamw on that seed alone, counted in problems
+    assert "6 problems solved only by adamw, 0 only by sgd" in text
