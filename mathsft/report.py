@@ -883,6 +883,10 @@ def stale_notes(analysis: Analysis) -> list[str]:
     notes = []
     for result in analysis.accuracy:
         for record in result.row.stale:
+            if record.stage is None:  # given on its own: its row is named by its run
+                notes.append(f"- `{record.path.name}` scored `{record.run}`, which is not {result.label}'s best run "
+                             f"({result.row.expected_run or NA}): shown as `{record.run}`, not as {result.label}.")
+                continue
             notes.append(f"- Not shown: `{record.path.name}` scored `{record.run}`, which is not {result.label}'s best "
                          f"run ({result.row.expected_run or NA}); a stale evaluation (an earlier grid or rule). Run "
                          "the study again to evaluate the best run.")  # fmt: skip

@@ -332,6 +332,7 @@ def accuracy_rows(runs: list[TrainRecord], evals: list[EvalRecord]) -> list[Accu
             if step is None and method is not None:
                 seeded.setdefault(method, []).append(record)
     methods = [m for m in METHODS if m in by_label or m in seeded or any(r.method == m for r in runs)]
+    relabelled: list[AccuracyRow] = []
     for m in methods:
         point = best.get(m)
         if m in seeded:
@@ -341,10 +342,12 @@ def accuracy_rows(runs: list[TrainRecord], evals: list[EvalRecord]) -> list[Accu
         found, expected = by_label.get(m), point.runs[0].name if point is not None else None
         if found is not None and found.run is not None and expected is not None and found.run != expected:
             rows.append(AccuracyRow(m, None, expected, base, stale=[found]))
+            if found.stage is None:  # an evaluation folder given on its own: shown under the run it scored
+                relabelled.append(AccuracyRow(found.run, found, None, base))
         else:
             rows.append(AccuracyRow(m, found, expected, base))
     rows += [AccuracyRow(label, e, None, base) for label, e in by_label.items() if label not in used]
-    return rows
+    return rows + relabelled
 
 
 # ---- an evaluation's graded rows ---------------------------------------------------------------------------------

@@ -305,3 +305,17 @@ def test_findings_speak_of_seeds(report: Path) -> None:
     assert "McNemar p < 0.001; 12 (seed, problem) pairs solved only by adamw, 0 only by base)" in text
     # sgd has one evaluated seed: paired with adamw on that seed alone, counted in problems
     assert "6 problems solved only by adamw, 0 only by sgd" in text
+
+
+def test_a_loose_evaluation_of_another_run_keeps_that_runs_name(tmp_path: Path) -> None:
+    """An evaluation folder given on its own that scored the worse run: shown under that run, never as the method."""
+    best, worse = tmp_path / "adamw-lr1e-5", tmp_path / "adamw-lr3e-5"
+    write_json(best / "run_summary.json", run_summary("adamw", lr=1e-5, val=(1.0, 0.8)))
+    write_json(worse / "run_summary.json", run_summary("adamw", lr=3e-5, val=(1.0, 0.9)))
+    loose = tmp_path / "evals" / "mine"
+    write_eval(loose, eval_summary(0.9, 20, model=str(worse)))
+    text = accuracy_markdown(analyze(*collect([best, worse, loose])))
+    assert "| adamw | adamw-lr1e-5" + " | missing" * 7 + " |" in text
+    assert "| adamw-lr3e-5 | adamw-lr3e-5 | 90.00% |" in text
+    assert ("- `mine` scored `adamw-lr3e-5`, which is not adamw's best run (adamw-lr1e-5): shown as `adamw-lr3e-5`"
+            in text)
