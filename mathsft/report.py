@@ -7,7 +7,10 @@ intervals, paired comparisons and the Findings.
 
 writes ``report.md`` (what was measured, findings, settings, then convergence, resources and accuracy, in the order
 the study asks its questions), ``loss_train.png``, ``loss_val.png``, ``figures.json`` (what each figure plots),
-``resources.md``, ``accuracy.md`` and ``problem_diff.jsonl``. Nothing is typed by hand: a missing file is shown as
+``resources.md``, ``accuracy.md`` and ``problem_diff.jsonl``. A study that records seeds, checkpoint steps or
+evaluation precision (issue 17) also gets the tuning budget per method (trials, seeds, a best rate at the grid's
+edge flagged), ``lr_sensitivity.png``, ``accuracy_by_step.png`` (with checkpoint evaluations) and what the evaluation
+dtype keeps of each update; a study without them renders as before. Nothing is typed by hand: a missing file is shown as
 "missing", a value a file lacks as "—". One report covers one study (:func:`write_reports` splits several).
 """
 

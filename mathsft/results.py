@@ -108,9 +108,10 @@ def _loose_eval(path: Path, runs: list[TrainRecord]) -> EvalRecord:
 def collect(sources: Iterable[str | Path]) -> tuple[list[TrainRecord], list[EvalRecord]]:
     """Training runs and evaluations from at most one study dir (``train/*``, ``eval/*``), run dirs and eval dirs.
 
-    In a study dir an evaluation is named by its folder (``base``, ``adamw``, ...), and the run it scored comes from
-    its ``stage_config.json``. An evaluation folder given on its own is matched by the ``model``/``adapter`` in its
-    ``summary.json`` (or ``eval_config.json``): a listed training run's folder names it after that run's method;
+    In a study dir an evaluation is named by its folder (``base``, ``adamw``, ``adamw-seed1``, ``adamw-seed1-step40``,
+    ...), and the run, method, seed and checkpoint step it scored come from its ``stage_config.json``. An
+    evaluation folder given on its own is matched by the ``model``/``adapter`` in its ``summary.json`` (or
+    ``eval_config.json``): a listed training run's folder names it after that run's method;
     no adapter and no match makes it ``base``; anything else keeps its folder name. Two studies are refused: each
     has its own base model and best runs, so one report must never mix them (see :func:`plan_reports`).
     """
