@@ -359,8 +359,13 @@ def accuracy_by_step_figure(steps: Sequence[StepPoint]) -> tuple[Any, dict[str, 
     accuracy, no_box = step_means(steps, "accuracy"), step_means(steps, "no_box_share")
     for method in [m for m in METHODS if m in accuracy or m in no_box] + sorted(set(accuracy) - set(METHODS)):
         color = _method_color(method, others)
-        for ax, series in ((acc_ax, accuracy.get(method, [])), (box_ax, no_box.get(method, []))):
+        for ax, series, field in ((acc_ax, accuracy.get(method, []), "accuracy"),
+                                  (box_ax, no_box.get(method, []), "no_box_share")):
             ax.plot([s for s, _ in series], [100 * v for _, v in series], color=color, marker="o", label=method)
+            seeds = [(p.step, 100 * getattr(p, field)) for p in steps
+                     if p.method == method and p.seed is not None and getattr(p, field) is not None]
+            if seeds:  # each seed as a dot beside the mean
+                ax.scatter([x for x, _ in seeds], [y for _, y in seeds], color=color, s=14, alpha=0.5, zorder=3)
         drawn.append({"method": method, "steps": [s for s, _ in accuracy.get(method, [])]})
     acc_ax.set_ylabel("accuracy, % (mean over seeds)")
     acc_ax.set_title("Accuracy over training (step 0: base model)")

@@ -319,3 +319,22 @@ def test_a_loose_evaluation_of_another_run_keeps_that_runs_name(tmp_path: Path) 
     assert "| adamw-lr3e-5 | adamw-lr3e-5 | 90.00% |" in text
     assert ("- `mine` scored `adamw-lr3e-5`, which is not adamw's best run (adamw-lr1e-5): shown as `adamw-lr3e-5`"
             in text)
+
+
+def test_checkpoints_of_a_study_without_seeds(tmp_path: Path) -> None:
+    """No seeds (records say seed None): the method's row is its one evaluation; checkpoints still give the curve."""
+    root = tmp_path / "study"
+    write_json(root / "train/adamw-lr1e-5/run_summary.json", run_summary("adamw", lr=1e-5))
+    write_json(root / "train/adamw-lr1e-5/stage_config.json",
+               {"stage": "train", "method": "adamw", "learning_rate": 1e-5, "lora_r": None, "seed": None})
+    write_eval(root / "eval/base", eval_summary(0.25, 20), graded_rows(BASE), None, method=None, seed=None, step=None)
+    write_eval(root / "eval/adamw", eval_summary(0.5, 20), graded_rows([i < 10 for i in range(20)]), "adamw-lr1e-5",
+               method="adamw", seed=None, step=None)  # fmt: skip
+    write_eval(root / "eval/adamw-step10", eval_summary(0.4, 20), graded_rows([i < 8 for i in range(20)]),
+               "adamw-lr1e-5", method="adamw", seed=None, step=10)  # fmt: skip
+    analysis = analyze(*collect([root]))
+    assert analysis.extended
+    assert [(r.label, r.summary and r.summary["accuracy"]) for r in analysis.accuracy] == [("base", 0.25),
+                                                                                          ("adamw", 0.5)]
+    assert [(p.step, p.accuracy) for p in analysis.steps] == [(0, 0.25), (10, 0.4), (20, 0.5)]
+    assert [(c.a, c.b, c.seeds) for c in analysis.comparisons] == [("adamw", "base", 1)]
