@@ -499,6 +499,47 @@ def _memory_breakdown_row(method: str, run: TrainRecord | None) -> list[str]:
     return [method, run.name, dtype, NA if trainable is None else f"{trainable:,}", *cells, measured, rest]
 
 
+MEASURED_HEADER = ["method", "run", "predicted static (weights, gradients, optimizer state)",
+                   "measured peak allocated", "activations and workspace (allocated − static)", "peak reserved",
+                   "allocator cache (reserved − allocated)"]  # fmt: skip
+
+
+def _measured_row(method: str, run: TrainRecord) -> list[str]:
+    """Predicted static memory against the measured CUDA peaks; a CPU run's RSS is shown but not compared."""
+    s = run.summary
+    if s is None:
+        return [method, run.name] + [MISSING] * (len(MEASURED_HEADER) - 2)
+    static = memory.static_memory_from_summary(s)
+    predicted = NA if static is None else f"{static.total_gib:.2f} GiB"
+    epochs = s.get("epochs") or []
+    if _on_cpu(s):
+        rss = _largest(e.get("peak_rss_gib") for e in epochs)
+        measured = NA if rss is None else f"{rss:.2f} GiB (process RSS, CPU: not comparable)"
+        return [method, run.name, predicted, measured, "n/a (CPU run)", "n/a (CPU run)", "n/a (CPU run)"]
+    allocated = _largest(e.get("peak_memory_allocated_gib") for e in epochs)
+    reserved = _largest(e.get("peak_memory_reserved_gib") for e in epochs)
+    rest = NA if static is None or allocated is None else f"{static.activations_and_workspace_gib(allocated):.2f} GiB"
+    cache = NA if allocated is None or reserved is None else f"{reserved - allocated:.2f} GiB"
+    return [method, run.name, predicted, NA if allocated is None else f"{allocated:.2f} GiB", rest,
+            NA if reserved is None else f"{reserved:.2f} GiB", cache]  # fmt: skip
+
+
+def measured_against_predicted(analysis: Analysis) -> list[str]:
+    """resources.md, studies of issue 17: every run of each method's best grid point (each seed), predicted static
+    memory beside the measured peaks and what they hold beyond it."""
+    runs = [r for r in analysis.runs if r.name in analysis.best_names and r.method]
+    if not runs:
+        return []
+    return [
+        "## Measured against predicted", "",
+        "The static prediction above against what each best run measured: the peak allocated beyond the static part "
+        "is activations, temporaries and workspace; the peak reserved beyond the peak allocated is memory the CUDA "
+        "caching allocator held without using it (fragmentation and cache). A CPU run's RSS is the whole process "
+        "and is not compared.", "",
+        md_table(MEASURED_HEADER, [_measured_row(r.method or NA, r) for r in runs], right=range(2, 7)), "",
+    ]  # fmt: skip
+
+
 def memory_breakdown(analysis: Analysis) -> str:
     """One row per method: its best run (or its first run with a summary)."""
     rows = []
@@ -548,6 +589,7 @@ def resources_markdown(analysis: Analysis) -> str:
         "",
         memory_breakdown(analysis),
         "",
+        *(measured_against_predicted(analysis) if analysis.extended else []),
         "## Per epoch",
         "",
         md_table(EPOCH_HEADER, epoch_rows, right=range(1, 8)) if epoch_rows else f"_{MISSING}: no epoch records_",

@@ -268,6 +268,11 @@ def test_measured_beside_predicted_memory(report: Path) -> None:
     text = (report / "resources.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| adamw | adamw-lr1e-5-seed1 | float32 |"))
     assert row.endswith("| 8.88 GiB | 11.00 GiB (GPU, allocated) | 2.12 GiB |")
+    # each seed of the best grid point: 11.00 GiB allocated (epoch 2), 12.25 GiB reserved (epoch 1)
+    assert rows_of(text, "| method | run | predicted static")[:2] == [
+        f"| adamw | adamw-lr1e-5-seed{seed} | 8.88 GiB | 11.00 GiB | 2.12 GiB | 12.25 GiB | 1.25 GiB |"
+        for seed in (1, 2)
+    ]
 
 
 # ---- stale evaluations, and old studies --------------------------------------------------------------------------
