@@ -4,7 +4,8 @@
     python make_report.py runs/study-* --output reports/      # several studies: one report each, reports/<study>/
     python make_report.py runs/smoke-adamw runs/smoke-sgd runs/eval/base --output report/ --log_scale
 
-A study dir contributes train/* and eval/* (eval/base is the base model, eval/<method> that method's best run).
+A study dir contributes train/* and eval/* (eval/base is the base model, eval/<method> that method's best run; with
+seeds eval/<method>-seed<s>, and checkpoints eval/<method>[-seed<s>]-step<N>, named by their stage_config.json).
 A report never mixes two studies: several study dirs get one report each, and study dirs mixed with other dirs are
 refused. See docs/study.md for how evaluation dirs given on their own are matched to runs.
 """

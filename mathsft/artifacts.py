@@ -57,6 +57,8 @@ PROBLEM_DIFF = "problem_diff.jsonl"
 FIGURES_JSON = "figures.json"
 LOSS_TRAIN_PNG = "loss_train.png"
 LOSS_VAL_PNG = "loss_val.png"
+LR_SENSITIVITY_PNG = "lr_sensitivity.png"
+ACCURACY_BY_STEP_PNG = "accuracy_by_step.png"
 
 
 # ---- schemas -----------------------------------------------------------------------------------------------------
@@ -428,6 +430,30 @@ def select_best(candidates: Sequence[tuple[str, RunSummary | None]]) -> str | No
     return min(eligible)[3] if eligible else None
 
 
+def select_best_grid_point(
+    grid: Mapping[Any, Sequence[tuple[str, RunSummary | None]]],
+) -> Any | None:
+    """The key of the best grid point among ``{key: [(run name, run_summary) of each seed], ...}``, None if none is
+    eligible.
+
+    A grid point (one learning rate, and LoRA rank) is scored by the mean final validation loss over its seeds; it is
+    eligible only when every one of its seeds finished (not interrupted) with a finite final validation loss. Ties
+    go to the smaller learning rate, then the smaller rank. With one seed per grid point this picks exactly the run
+    :func:`select_best` picks.
+    """
+    eligible = []
+    for key, seeds in grid.items():
+        losses = [final_val_loss(summary) for _, summary in seeds]
+        summaries = [summary for _, summary in seeds]
+        if not seeds or any(s is None or s.get("interrupted") for s in summaries) or None in losses:
+            continue
+        hyper = cast(RunSummary, summaries[0]).get("hyperparameters", {})
+        mean = math.fsum(cast(list[float], losses)) / len(losses)
+        names = sorted(name for name, _ in seeds)
+        eligible.append((mean, hyper.get("learning_rate") or 0.0, hyper.get("lora_r") or 0, names, key))
+    return min(eligible, key=lambda item: item[:4])[4] if eligible else None
+
+
 # ---- records of runs and evaluations, as the study and the report see them ---------------------------------------
 
 
@@ -468,3 +494,4 @@ class EvalRecord:
     summary: EvalSummary | None
     run: str | None
     group: str = ""
+    stage: dict[str, Any] | None = None  # the study's stage_config.json: method, seed and step it scored

@@ -8,7 +8,9 @@ files, so the rules are testable on hand-made numbers. No sentence is written th
   process RSS (the whole process, never presented as GPU memory); a kind that is not known is not compared;
 - times per epoch are compared only between runs on the same device; CPU times are labelled indicative;
 - an accuracy difference is called significant only when its paired interval excludes 0 *and* McNemar's p < 0.05;
-- diverged and interrupted runs are named, with what was left out because of it.
+- diverged and interrupted runs are named, with what was left out because of it;
+- a method whose fine-tuning update mostly rounds away at the evaluation dtype (less than half of it survives
+  the cast, ``eval_precision.overall`` of its run summary) is named: its accuracy measures less than it trained.
 
     findings([MethodResult("adamw", lowest_val_loss=0.81, lowest_val_loss_step=120), ...],
              [Comparison("adamw", "base", paired_comparison(adamw_scores, base_scores)), ...])
@@ -46,6 +48,9 @@ class MethodResult:
     interrupted: bool = False
     device: str | None = None
     diverged_step: int | None = None  # where a diverged run stopped, when known
+    update_survival: float | None = None  # share of the fine-tuning update that survives the evaluation dtype
+    eval_dtype: str | None = None  # the dtype that share was measured for
+    seeds: int = 1  # training seeds behind the numbers: with several, the loss is the mean of their lowest losses
 
     @property
     def completed(self) -> bool:
@@ -65,17 +70,33 @@ class Comparison:
     a: str
     b: str
     result: PairedComparison
+    unit: str = "problems"  # what the counts count: "(seed, problem) pairs" when paired by problem and seed
+
+
+ROUNDS_AWAY_BELOW = 0.5  # less than half of the update survives the cast: it "mostly rounds away"
+
+
+def _rounds_away(m: MethodResult) -> bool:
+    return m.update_survival is not None and math.isfinite(m.update_survival) and m.update_survival < ROUNDS_AWAY_BELOW
+
+
+def _rounding_sentence(m: MethodResult) -> str:
+    dtype = m.eval_dtype or "the evaluation dtype"
+    return (f"{m.name}'s fine-tuning update mostly rounds away at {dtype}: only {_percent(m.update_survival or 0.0)} "
+            "of it survives the cast to the evaluation dtype, so its accuracy shows less than it trained.")
 
 
 def findings(methods: Sequence[MethodResult], comparisons: Sequence[Comparison] = ()) -> list[str]:
     """The Findings sentences, in order: validation loss, peak memory, time per epoch, accuracies, paired
-    comparisons, then runs that diverged or were interrupted. An empty list when nothing is supported."""
+    comparisons, updates that round away at the evaluation dtype, then runs that diverged or were interrupted. An
+    empty list when nothing is supported."""
     sentences: list[str] = []
     for sentence in (_loss_sentence(methods), *_memory_sentences(methods), *_time_sentences(methods),
                      _accuracy_sentence(methods)):
         if sentence:
             sentences.append(sentence)
     sentences.extend(_comparison_sentence(c) for c in comparisons)
+    sentences.extend(_rounding_sentence(m) for m in methods if _rounds_away(m))
     sentences.extend(_incomplete_sentence(m) for m in methods if not m.completed)
     return sentences
 
@@ -88,6 +109,8 @@ def _loss(value: float) -> str:
 
 
 def _loss_at(m: MethodResult, loss: float) -> str:
+    if m.seeds > 1:
+        return f"{_loss(loss)} (mean over {m.seeds} seeds)"
     step = "" if m.lowest_val_loss_step is None else f" at step {m.lowest_val_loss_step}"
     return f"{_loss(loss)}{step}"
 
@@ -223,9 +246,9 @@ def _comparison_sentence(c: Comparison) -> str:
     r = c.result
     low, high = r.ci95_points
     if r.binary:
-        counts = f"McNemar {_p(r.p_value)}; {r.only_a} problems solved only by {c.a}, {r.only_b} only by {c.b}"
+        counts = f"McNemar {_p(r.p_value)}; {r.only_a} {c.unit} solved only by {c.a}, {r.only_b} only by {c.b}"
     else:
-        counts = (f"exact sign test {_p(r.p_value)}; {r.only_a} problems scored higher by {c.a}, "
+        counts = (f"exact sign test {_p(r.p_value)}; {r.only_a} {c.unit} scored higher by {c.a}, "
                   f"{r.only_b} by {c.b}")
     return (f"{c.a} vs {c.b}: {_signed(r.difference_points)} points (95% CI {_signed(low)} to {_signed(high)}; "
             f"{counts}): {_verdict(r)}.")

@@ -7,7 +7,10 @@ intervals, paired comparisons and the Findings.
 
 writes ``report.md`` (what was measured, findings, settings, then convergence, resources and accuracy, in the order
 the study asks its questions), ``loss_train.png``, ``loss_val.png``, ``figures.json`` (what each figure plots),
-``resources.md``, ``accuracy.md`` and ``problem_diff.jsonl``. Nothing is typed by hand: a missing file is shown as
+``resources.md``, ``accuracy.md`` and ``problem_diff.jsonl``. A study that records seeds, checkpoint steps or
+evaluation precision (issue 17) also gets the tuning budget per method (trials, seeds, a best rate at the grid's
+edge flagged), ``lr_sensitivity.png``, ``accuracy_by_step.png`` (with checkpoint evaluations) and what the evaluation
+dtype keeps of each update; a study without them renders as before. Nothing is typed by hand: a missing file is shown as
 "missing", a value a file lacks as "—". One report covers one study (:func:`write_reports` splits several).
 """
 
@@ -17,14 +20,25 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from mathsft import artifacts, memory
-from mathsft.analysis import Analysis, EvalResult, PairResult, Scope, analyze, lowest_val_loss
+from mathsft.analysis import (
+    Analysis,
+    EvalResult,
+    GridResult,
+    PairResult,
+    Scope,
+    StepPoint,
+    analyze,
+    eval_precision,
+    lowest_val_loss,
+)  # fmt: skip
 from mathsft.artifacts import BEST_RULE, EpochRecord, EvalSummary, RunSummary, TrainRecord, final_val_loss, format_lr
 from mathsft.errors import UserError
+from mathsft.findings import ROUNDS_AWAY_BELOW
 from mathsft.methods import LORA_KEYS, METHODS
 from mathsft.progress import format_duration
 from mathsft.results import collect, divergence, plan_reports
@@ -172,11 +186,13 @@ def _line_style(is_best: bool, several: bool, dash: int) -> dict[str, Any]:
 
 
 def plot_losses(
-    runs: list[TrainRecord], best: dict[str, str], kind: str, path: Path, log_scale: bool = False
+    runs: list[TrainRecord], best: dict[str, str], kind: str, path: Path, log_scale: bool = False,
+    best_names: set[str] | None = None,
 ) -> dict[str, Any]:
     """Plot train (``kind="train"``) or validation loss of every run; returns what was drawn (for figures.json).
 
-    One colour per method; with several runs per method the best is a thick solid line and the others thin dashed.
+    One colour per method; with several runs per method the best is a thick solid line and the others thin dashed
+    (``best_names``: every seed's run of a method's best grid point, when the study has seeds).
     Vertical dotted lines mark epoch ends (the ``global_step`` of each epoch record).
     """
     import matplotlib
@@ -199,7 +215,8 @@ def plot_losses(
             continue
         method = run.method or run.name
         color = colors.setdefault(method, METHODS[method].color if method in METHODS else next(others))
-        is_best, several = best.get(run.method or "") == run.name, runs_per_method[method] > 1
+        is_best = best.get(run.method or "") == run.name or run.name in (best_names or set())
+        several = runs_per_method[method] > 1
         label = run.name + (" (best)" if is_best and several else "")
         dashes[method] = dashes.get(method, -1) + (0 if is_best or not several else 1)
         marker: dict[str, Any] = {"marker": "o", "markersize": 3.5} if kind == "val" else {}
@@ -226,6 +243,152 @@ def plot_losses(
     plt.close(fig)
     return {"title": title, "lines": lines, "missing": missing, "epoch_boundaries": [s for s, _ in boundaries],
             "log_scale": log_scale}  # fmt: skip
+
+
+def _method_color(method: str, others: Iterator[str]) -> str:
+    return METHODS[method].color if method in METHODS else next(others)
+
+
+def _line_key(g: GridResult, ranks: dict[str, set[int | None]]) -> str:
+    """One line per method; a method tried at several LoRA ranks gets one line per rank."""
+    method = g.point.method
+    return f"{method} r{g.point.lora_r}" if len(ranks[method]) > 1 else method
+
+
+def lr_sensitivity_figure(grid: Sequence[GridResult]) -> tuple[Any, dict[str, Any]]:
+    """Final validation loss (and, where evaluated, accuracy) against learning rate, log x-axis: one line per method
+    through the seed means, each seed a point, a diverged run an x at the top of the panel. Returns the open figure
+    and what was drawn (for figures.json); :func:`plot_lr_sensitivity` saves it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [g for g in grid if g.point.learning_rate is not None and g.point.learning_rate > 0]
+    with_accuracy = any(g.accuracies for g in points)
+    fig, axes = plt.subplots(1, 2 if with_accuracy else 1, figsize=(13 if with_accuracy else 8, 5), dpi=110,
+                             squeeze=False)  # fmt: skip
+    loss_ax = axes[0][0]
+    ranks: dict[str, set[int | None]] = {}
+    for g in points:
+        ranks.setdefault(g.point.method, set()).add(g.point.lora_r)
+    lines: dict[str, list[GridResult]] = {}
+    for g in sorted(points, key=lambda g: (_line_key(g, ranks), g.point.learning_rate)):
+        lines.setdefault(_line_key(g, ranks), []).append(g)
+    others = iter(OTHER_COLORS * 10)
+    drawn, diverged_rates = [], []
+    for label, members in lines.items():
+        color = _method_color(members[0].point.method, others)
+        means = [(g.point.learning_rate, g.mean_loss) for g in members if g.mean_loss is not None]
+        loss_ax.plot([x for x, _ in means], [y for _, y in means], color=color, marker="o", linewidth=1.8,
+                     label=label)  # fmt: skip
+        seeds = [(g.point.learning_rate, v) for g in members for v in g.losses if v is not None]
+        if seeds:
+            loss_ax.scatter([x for x, _ in seeds], [y for _, y in seeds], color=color, s=14, alpha=0.5, zorder=3)
+        broken = [g.point.learning_rate for g in members for d in g.diverged if d]
+        if broken:  # an x at the top of the panel: a diverged run has no final loss to plot
+            loss_ax.scatter(broken, [0.96] * len(broken), transform=loss_ax.get_xaxis_transform(), marker="x",
+                            color=color, s=60, zorder=4, clip_on=False)  # fmt: skip
+            diverged_rates += [[label, rate] for rate in broken]
+        drawn.append({"label": label, "method": members[0].point.method, "points": len(means),
+                      "seeds": len(seeds)})  # fmt: skip
+    loss_ax.set_ylabel("final validation loss (mean over seeds; seeds as dots)")
+    loss_ax.set_title("Learning-rate sensitivity" + (" (x: diverged)" if diverged_rates else ""))
+    if with_accuracy:
+        _accuracy_panel(axes[0][1], lines, others)
+    for ax in axes[0]:
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate (log scale)")
+        ax.grid(True, alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=8, loc="best")
+    if not drawn:
+        loss_ax.text(0.5, 0.5, "no training run with a learning rate", transform=loss_ax.transAxes, ha="center")
+    return fig, {"title": "Learning-rate sensitivity", "lines": drawn, "diverged": diverged_rates,
+                 "accuracy_panel": with_accuracy}  # fmt: skip
+
+
+def _accuracy_panel(ax: Any, lines: dict[str, list[GridResult]], others: Iterator[str]) -> None:
+    for label, members in lines.items():
+        evaluated = [g for g in members if g.accuracies]
+        if not evaluated:
+            continue
+        color = _method_color(members[0].point.method, others)
+        xs = [g.point.learning_rate for g in evaluated]
+        ax.plot(xs, [100 * sum(g.accuracies) / len(g.accuracies) for g in evaluated], color=color, marker="o",
+                linewidth=1.8, label=label)  # fmt: skip
+        seeds = [(g.point.learning_rate, 100 * a) for g in evaluated for a in g.accuracies]
+        ax.scatter([x for x, _ in seeds], [y for _, y in seeds], color=color, s=14, alpha=0.5, zorder=3)
+    ax.set_ylabel("accuracy, % (evaluated grid points; mean over seeds)")
+    ax.set_title("Accuracy of the evaluated runs")
+
+
+def plot_lr_sensitivity(grid: Sequence[GridResult], path: Path) -> dict[str, Any]:
+    """Save :func:`lr_sensitivity_figure` as a PNG; returns what was drawn."""
+    import matplotlib.pyplot as plt
+
+    fig, info = lr_sensitivity_figure(grid)
+    fig.tight_layout()
+    artifacts.save_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return info
+
+
+def step_means(steps: Sequence[StepPoint], field: str) -> dict[str, list[tuple[int, float]]]:
+    """``{method: [(step, mean over seeds), ...]}`` of ``accuracy`` or ``no_box_share`` (the base model at step 0)."""
+    values: dict[str, dict[int, list[float]]] = {}
+    for point in steps:
+        value = getattr(point, field)
+        if value is not None:
+            values.setdefault(point.method, {}).setdefault(point.step, []).append(float(value))
+    return {method: [(step, sum(v) / len(v)) for step, v in sorted(by_step.items())]
+            for method, by_step in values.items()}  # fmt: skip
+
+
+def accuracy_by_step_figure(steps: Sequence[StepPoint]) -> tuple[Any, dict[str, Any]]:
+    """Accuracy and the share of answers with no ``\\boxed{}`` against optimizer step: one line per method (the
+    mean over seeds at each step), the base model as step 0, the final model at its run's last step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (acc_ax, box_ax) = plt.subplots(1, 2, figsize=(13, 5), dpi=110)
+    others = iter(OTHER_COLORS * 10)
+    drawn = []
+    accuracy, no_box = step_means(steps, "accuracy"), step_means(steps, "no_box_share")
+    for method in [m for m in METHODS if m in accuracy or m in no_box] + sorted(set(accuracy) - set(METHODS)):
+        color = _method_color(method, others)
+        for ax, series, field in ((acc_ax, accuracy.get(method, []), "accuracy"),
+                                  (box_ax, no_box.get(method, []), "no_box_share")):
+            ax.plot([s for s, _ in series], [100 * v for _, v in series], color=color, marker="o", label=method)
+            seeds = [(p.step, 100 * getattr(p, field)) for p in steps
+                     if p.method == method and p.seed is not None and getattr(p, field) is not None]
+            if seeds:  # each seed as a dot beside the mean
+                ax.scatter([x for x, _ in seeds], [y for _, y in seeds], color=color, s=14, alpha=0.5, zorder=3)
+        drawn.append({"method": method, "steps": [s for s, _ in accuracy.get(method, [])]})
+    acc_ax.set_ylabel("accuracy, % (mean over seeds)")
+    acc_ax.set_title("Accuracy over training (step 0: base model)")
+    box_ax.set_ylabel("answers with no \\boxed{}, %")
+    box_ax.set_title("Answers with no boxed answer")
+    for ax in (acc_ax, box_ax):
+        ax.set_xlabel("optimizer step")
+        ax.grid(True, alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=8, loc="best")
+    return fig, {"title": "Accuracy over training", "lines": drawn}
+
+
+def plot_accuracy_by_step(steps: Sequence[StepPoint], path: Path) -> dict[str, Any]:
+    """Save :func:`accuracy_by_step_figure` as a PNG; returns what was drawn."""
+    import matplotlib.pyplot as plt
+
+    fig, info = accuracy_by_step_figure(steps)
+    fig.tight_layout()
+    artifacts.save_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return info
+
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -336,6 +499,47 @@ def _memory_breakdown_row(method: str, run: TrainRecord | None) -> list[str]:
     return [method, run.name, dtype, NA if trainable is None else f"{trainable:,}", *cells, measured, rest]
 
 
+MEASURED_HEADER = ["method", "run", "predicted static (weights, gradients, optimizer state)",
+                   "measured peak allocated", "activations and workspace (allocated − static)", "peak reserved",
+                   "allocator cache (reserved − allocated)"]  # fmt: skip
+
+
+def _measured_row(method: str, run: TrainRecord) -> list[str]:
+    """Predicted static memory against the measured CUDA peaks; a CPU run's RSS is shown but not compared."""
+    s = run.summary
+    if s is None:
+        return [method, run.name] + [MISSING] * (len(MEASURED_HEADER) - 2)
+    static = memory.static_memory_from_summary(s)
+    predicted = NA if static is None else f"{static.total_gib:.2f} GiB"
+    epochs = s.get("epochs") or []
+    if _on_cpu(s):
+        rss = _largest(e.get("peak_rss_gib") for e in epochs)
+        measured = NA if rss is None else f"{rss:.2f} GiB (process RSS, CPU: not comparable)"
+        return [method, run.name, predicted, measured, "n/a (CPU run)", "n/a (CPU run)", "n/a (CPU run)"]
+    allocated = _largest(e.get("peak_memory_allocated_gib") for e in epochs)
+    reserved = _largest(e.get("peak_memory_reserved_gib") for e in epochs)
+    rest = NA if static is None or allocated is None else f"{static.activations_and_workspace_gib(allocated):.2f} GiB"
+    cache = NA if allocated is None or reserved is None else f"{reserved - allocated:.2f} GiB"
+    return [method, run.name, predicted, NA if allocated is None else f"{allocated:.2f} GiB", rest,
+            NA if reserved is None else f"{reserved:.2f} GiB", cache]  # fmt: skip
+
+
+def measured_against_predicted(analysis: Analysis) -> list[str]:
+    """resources.md, studies of issue 17: every run of each method's best grid point (each seed), predicted static
+    memory beside the measured peaks and what they hold beyond it."""
+    runs = [r for r in analysis.runs if r.name in analysis.best_names and r.method]
+    if not runs:
+        return []
+    return [
+        "## Measured against predicted", "",
+        "The static prediction above against what each best run measured: the peak allocated beyond the static part "
+        "is activations, temporaries and workspace; the peak reserved beyond the peak allocated is memory the CUDA "
+        "caching allocator held without using it (fragmentation and cache). A CPU run's RSS is the whole process "
+        "and is not compared.", "",
+        md_table(MEASURED_HEADER, [_measured_row(r.method or NA, r) for r in runs], right=range(2, 7)), "",
+    ]  # fmt: skip
+
+
 def memory_breakdown(analysis: Analysis) -> str:
     """One row per method: its best run (or its first run with a summary)."""
     rows = []
@@ -385,6 +589,7 @@ def resources_markdown(analysis: Analysis) -> str:
         "",
         memory_breakdown(analysis),
         "",
+        *(measured_against_predicted(analysis) if analysis.extended else []),
         "## Per epoch",
         "",
         md_table(EPOCH_HEADER, epoch_rows, right=range(1, 8)) if epoch_rows else f"_{MISSING}: no epoch records_",
@@ -418,8 +623,11 @@ def accuracy_row(result: EvalResult) -> list[str]:
         return [row.label, evaluated] + [MISSING] * (len(ACCURACY_HEADER) - 2)
     if row.is_base:
         evaluated = str(s.get("model", NA))
+    elif row.aggregated:  # the mean over these seeds' runs
+        evaluated = ", ".join(record.run or record.path.name for _, record in row.seed_records)
     else:
         evaluated = (row.record.run if row.record else None) or str(s.get("adapter") or s.get("model") or NA)
+    evaluated = _noted(evaluated, [f"seed {seed}: {MISSING}" for seed in row.missing_seeds])
     accuracy = s.get("accuracy")
     base = row.base.summary if row.base is not None else None
     if row.is_base:
@@ -560,6 +768,8 @@ def accuracy_markdown(analysis: Analysis) -> str:
         "",
         md_table(ACCURACY_HEADER, [accuracy_row(r) for r in results], right=range(2, 9)),
         "",
+        *stale_notes(analysis),
+        *seed_table(analysis),
         "## Paired comparisons",
         "",
         COMPARISON_NOTE,
@@ -570,7 +780,7 @@ def accuracy_markdown(analysis: Analysis) -> str:
         "problems it newly solves (`newly_solved`) or newly fails (`newly_failed`), with the problem's `id`, "
         f"`unique_id`, subject and level ({len(analysis.problem_diff)} records).",
         "",
-        *_sampling_table(results),
+        *_sampling_table(expanded(results)),
         "## By subject",
         "",
         _breakdown_table(results, "by_subject"),
@@ -581,10 +791,179 @@ def accuracy_markdown(analysis: Analysis) -> str:
         "",
         "## Evaluation settings",
         "",
-        md_table(SETTINGS_HEADER, [_settings_row(r) for r in results], right=(3, 4, 5, 6, 10, 11)),
+        md_table(SETTINGS_HEADER, [_settings_row(r) for r in expanded(results)], right=(3, 4, 5, 6, 10, 11)),
         "",
     ]
     return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tuning budget, seeds, evaluation precision (studies with seeds, checkpoint evaluations or precision records)
+# ----------------------------------------------------------------------------------------------------------------
+
+BUDGET_HEADER = ["method", "learning rates", "LoRA ranks", "learning-rate trials", "seeds", "best", "note"]
+EDGE_NOTE = "best at the grid's edge: widen it"
+
+
+def _point_text(g: GridResult) -> str:
+    rate = NA if g.point.learning_rate is None else format_lr(g.point.learning_rate)
+    return rate + (f", r {g.point.lora_r}" if g.point.lora_r is not None else "")
+
+
+def edge_flag(grid: Sequence[GridResult], method: str) -> str | None:
+    """``EDGE_NOTE`` (with which edge) when the method's best rate is the lowest or highest of two or more rates."""
+    rates = sorted({g.point.learning_rate for g in grid if g.point.method == method and g.point.learning_rate})
+    best = next((g for g in grid if g.point.method == method and g.best), None)
+    if best is None or len(rates) < 2 or best.point.learning_rate not in (rates[0], rates[-1]):
+        return None
+    return f"{EDGE_NOTE} ({'lowest' if best.point.learning_rate == rates[0] else 'highest'} rate tried)"
+
+
+def budget_table(grid: Sequence[GridResult]) -> str:
+    """Per method: the rates, ranks, number of learning-rate trials (grid points) and seeds, the best grid point."""
+    rows = []
+    for method in [m for m in METHODS if any(g.point.method == m for g in grid)]:
+        points = [g for g in grid if g.point.method == method]
+        rates = sorted({g.point.learning_rate for g in points if g.point.learning_rate is not None})
+        ranks = sorted({g.point.lora_r for g in points if g.point.lora_r is not None})
+        seeds = sorted({s for g in points for s in g.point.seeds if s is not None})
+        best = next((g for g in points if g.best), None)
+        note = edge_flag(grid, method) or ("no eligible grid point" if best is None else "")
+        rows.append([
+            method, ", ".join(format_lr(r) for r in rates) or NA,
+            ", ".join(map(str, ranks)) or NOT_APPLICABLE, str(len(points)),
+            f"{len(seeds)} ({', '.join(map(str, seeds))})" if seeds else NA,
+            _point_text(best) if best is not None else NA, note,
+        ])  # fmt: skip
+    return md_table(BUDGET_HEADER, rows, right=(3,)) if rows else f"_{MISSING}: no training runs_"
+
+
+GRID_HEADER = ["method", "learning rate", "LoRA r", "seeds", "final val loss per seed", "mean final val loss",
+               "accuracy (evaluated seeds)", "selected"]  # fmt: skip
+
+
+def grid_table(grid: Sequence[GridResult]) -> str:
+    """Every grid point with its seeds' final validation losses and their mean, on which the best is chosen."""
+    rows = []
+    for g in grid:
+        per_seed = [("diverged" if d else _loss(v)) for v, d in zip(g.losses, g.diverged, strict=True)]
+        seeds = ", ".join(NA if s is None else str(s) for s in g.point.seeds)
+        accuracy = _pct(sum(g.accuracies) / len(g.accuracies)) + f" ({len(g.accuracies)})" if g.accuracies else NA
+        rows.append([
+            g.point.method, NA if g.point.learning_rate is None else format_lr(g.point.learning_rate),
+            NA if g.point.lora_r is None else str(g.point.lora_r), seeds, ", ".join(per_seed), _loss(g.mean_loss),
+            accuracy, "✓ best" if g.best else "",
+        ])  # fmt: skip
+    return md_table(GRID_HEADER, rows, right=(1, 2, 5, 6)) if rows else f"_{MISSING}: no training runs_"
+
+
+def tuning_section(analysis: Analysis, figures: dict[str, Any]) -> list[str]:
+    """How many learning-rate trials and seeds each method had, each grid point's seed mean, the sensitivity plot."""
+    lines = [
+        "### Tuning budget and seeds", "",
+        "A grid point is one learning rate (and LoRA rank) of a method; each of its seeds is one training run. The "
+        "best grid point has the lowest *mean* final validation loss over its seeds, and is eligible only when every "
+        "seed finished with a finite one (ties: the smaller rate). A best rate at the lowest or highest rate tried "
+        f'is flagged "{EDGE_NOTE}": the optimum may lie outside the grid.', "",
+        budget_table(analysis.grid), "",
+        grid_table(analysis.grid), "",
+    ]  # fmt: skip
+    if artifacts.LR_SENSITIVITY_PNG in figures:
+        lines += [f"![Learning-rate sensitivity]({artifacts.LR_SENSITIVITY_PNG})", ""]
+    return lines
+
+
+PRECISION_KINDS = ["attention", "mlp", "embedding", "norm", "lm_head"]
+ROUNDS_AWAY_NOTE = "mostly rounds away at the evaluation dtype"
+
+
+def precision_section(analysis: Analysis) -> list[str]:
+    """Per best run: the share of its fine-tuning update that survives the cast to the evaluation dtype."""
+    runs = [r for r in analysis.runs if r.name in analysis.best_names and eval_precision(r) is not None]
+    if not runs:
+        return []
+    kinds = list(PRECISION_KINDS)
+    for run in runs:
+        kinds += [k for k in (eval_precision(run) or {}).get("by_kind") or {} if k not in kinds]
+    rows, warnings = [], []
+    for run in runs:
+        record = eval_precision(run) or {}
+        overall, by_kind = _number(record.get("overall")), record.get("by_kind") or {}
+        low = overall is not None and overall < ROUNDS_AWAY_BELOW
+        if low:
+            warnings.append(f"- **{run.method}** ({run.name}): only {_pct(overall)} of the update survives the cast "
+                            f"to {record.get('dtype', NA)}: its update {ROUNDS_AWAY_NOTE}.")  # fmt: skip
+        rows.append([run.method or NA, run.name, str(record.get("dtype", NA)), _pct(overall),
+                     *[_pct(_number(by_kind.get(k))) for k in kinds], ROUNDS_AWAY_NOTE if low else ""])  # fmt: skip
+    header = ["method", "run", "evaluation dtype", "update surviving the cast", *kinds, "note"]
+    return [
+        "### What the evaluation precision keeps", "",
+        "Training keeps float32 master weights; the evaluation loads the model in the dtype shown. The share of the "
+        "fine-tuning update that survives that cast is ‖cast(w_ft) − cast(w_base)‖ / ‖w_ft − w_base‖ (Frobenius "
+        "norm over the tensors of each kind; LoRA: the merged weights), from `eval_precision` in each run's "
+        f"`run_summary.json`; \"{NA}\": no update of that kind. Below {100 * ROUNDS_AWAY_BELOW:.0f}% the update "
+        "mostly rounds away, and the accuracy measures less than the training did.", "",
+        md_table(header, rows, right=range(3, 4 + len(kinds))), "",
+        *warnings, *([""] if warnings else []),
+    ]  # fmt: skip
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if artifacts.is_finite_number(value) else None
+
+
+def steps_section(analysis: Analysis, figures: dict[str, Any]) -> list[str]:
+    if artifacts.ACCURACY_BY_STEP_PNG not in figures:
+        return []
+    accuracy = step_means(analysis.steps, "accuracy")
+    rows = [[method, ", ".join(f"{step}: {_pct(value)}" for step, value in series)]
+            for method, series in accuracy.items()]  # fmt: skip
+    return [
+        "### Accuracy over training", "",
+        "Every saved checkpoint of each method's best run (each seed) evaluated with the same settings; step 0 is "
+        "the base model, the last step the final model. Lines are the mean over seeds; the right panel is the share "
+        "of answers with no `\\boxed{}` (a model that has not learnt the answer format yet).", "",
+        f"![Accuracy over training]({artifacts.ACCURACY_BY_STEP_PNG})", "",
+        md_table(["method", "accuracy by step (mean over seeds)"], rows), "",
+    ]  # fmt: skip
+
+
+def stale_notes(analysis: Analysis) -> list[str]:
+    """Evaluations that scored another run than the method's best one: named, never shown as the method's."""
+    notes = []
+    for result in analysis.accuracy:
+        for record in result.row.stale:
+            if record.stage is None:  # given on its own: its row is named by its run
+                notes.append(f"- `{record.path.name}` scored `{record.run}`, which is not {result.label}'s best run "
+                             f"({result.row.expected_run or NA}): shown as `{record.run}`, not as {result.label}.")
+                continue
+            notes.append(f"- Not shown: `{record.path.name}` scored `{record.run}`, which is not {result.label}'s best "
+                         f"run ({result.row.expected_run or NA}); a stale evaluation (an earlier grid or rule). Run "
+                         "the study again to evaluate the best run.")  # fmt: skip
+    return notes + [""] if notes else []
+
+
+SEEDS_NOTE = (
+    "With several training seeds, a method's row is the mean over the seeds of its best grid point; its 95% CI is a "
+    "hierarchical bootstrap (10,000 resamples, seed 0): each draw resamples the seeds with replacement and the "
+    "problems with replacement, one problem resample shared by all seeds of the draw (every seed answered the same "
+    "problems), so it covers both the seed and the problem noise. Counts are over all seeds' answers. Paired "
+    "comparisons pair by problem and by seed (seed s of one method against seed s of the other; base against every "
+    "seed), with the same resampling of the differences; McNemar counts discordant (seed, problem) pairs."
+)
+
+
+def seed_table(analysis: Analysis) -> list[str]:
+    """accuracy.md: each seed of a row over several seeds, as the one-seed rows are shown."""
+    rows = [accuracy_row(seed) for result in analysis.accuracy for seed in result.seeds]
+    if not rows:
+        return []
+    return ["## Per seed", "", SEEDS_NOTE, "", md_table(ACCURACY_HEADER, rows, right=range(2, 9)), ""]
+
+
+def expanded(results: Sequence[EvalResult]) -> list[EvalResult]:
+    """Each row over several seeds replaced by its seeds (for the settings and sampling tables)."""
+    return [single for result in results for single in (result.seeds or [result])]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -595,7 +974,7 @@ CONVERGENCE_HEADER = ["run", "method", "learning rate", "LoRA r", "steps", "fina
                       "lowest val loss", "selected"]  # fmt: skip
 
 
-def _convergence_row(run: TrainRecord, best: dict[str, str]) -> list[str]:
+def _convergence_row(run: TrainRecord, best: dict[str, str], best_names: set[str] | None = None) -> list[str]:
     s = run.summary
     if s is None:
         return [run.name, run.method or NA] + [MISSING] * (len(CONVERGENCE_HEADER) - 2)
@@ -603,7 +982,7 @@ def _convergence_row(run: TrainRecord, best: dict[str, str]) -> list[str]:
     lowest = lowest_val_loss(run)
     final_train, final_val = _loss(float(train[-1][1]) if train else None), _loss(final_val_loss(s))
     lowest_text = f"{lowest[0]:.4f} (step {lowest[1]})" if lowest else NA
-    selected = "✓ best" if best.get(run.method or "") == run.name else ""
+    selected = "✓ best" if best.get(run.method or "") == run.name or run.name in (best_names or set()) else ""
     diverged = divergence(s)
     if diverged is not None:  # its last losses are not the result of training: say where it broke
         where = "diverged" + ("" if diverged.step is None else f" at step {diverged.step}")
@@ -620,7 +999,7 @@ def _convergence_row(run: TrainRecord, best: dict[str, str]) -> list[str]:
 
 
 def convergence_table(analysis: Analysis) -> str:
-    rows = [_convergence_row(run, analysis.best) for run in analysis.runs]
+    rows = [_convergence_row(run, analysis.best, analysis.best_names) for run in analysis.runs]
     return md_table(CONVERGENCE_HEADER, rows, right=(2, 3, 4, 5, 6, 7)) if rows else f"_{MISSING}: no training runs_"
 
 
@@ -802,6 +1181,7 @@ def _findings_section(analysis: Analysis) -> list[str]:
 def report_markdown(analysis: Analysis, figures: dict[str, Any], sources: list[str]) -> str:
     missing = [r.name for r in analysis.runs if r.summary is None]
     missing += [r.label for r in analysis.accuracy if r.summary is None]
+    missing += [f"{r.label} seed {seed}" for r in analysis.accuracy for seed in r.row.missing_seeds]
     lines = [
         *_header(analysis, sources),
         *_findings_section(analysis),
@@ -809,6 +1189,7 @@ def report_markdown(analysis: Analysis, figures: dict[str, Any], sources: list[s
         "## 1. Convergence", "", BEST_RULE, "",
         "![Training loss](loss_train.png)", "", "![Validation loss](loss_val.png)", "",
         convergence_table(analysis), "",
+        *(tuning_section(analysis, figures) if analysis.extended else []),
     ]  # fmt: skip
     unplotted = {name: figures[name]["missing"] for name in (artifacts.LOSS_TRAIN_PNG, artifacts.LOSS_VAL_PNG)}
     if any(unplotted.values()):
@@ -834,10 +1215,14 @@ def report_markdown(analysis: Analysis, figures: dict[str, Any], sources: list[s
         "",
         md_table(ACCURACY_HEADER, [accuracy_row(r) for r in analysis.accuracy], right=range(2, 9)),
         "",
+        *stale_notes(analysis),
+        *([SEEDS_NOTE, ""] if any(r.row.aggregated for r in analysis.accuracy) else []),
         COMPARISON_NOTE,
         "",
         comparisons_markdown(analysis),
         "",
+        *steps_section(analysis, figures),
+        *precision_section(analysis),
     ]  # fmt: skip
     if missing:
         lines += ["## Missing", "", *[f"- {name}: {MISSING}" for name in missing], ""]
@@ -859,9 +1244,14 @@ def write_report(sources: Sequence[str | Path], output: str | Path, log_scale: b
     artifacts.check_writable_dir(output, "report folder")  # one line, not a traceback, for a file in the way
     output.mkdir(parents=True, exist_ok=True)
     figures = {
-        name: plot_losses(runs, analysis.best, kind, output / name, log_scale)
+        name: plot_losses(runs, analysis.best, kind, output / name, log_scale, analysis.best_names)
         for name, kind in ((artifacts.LOSS_TRAIN_PNG, "train"), (artifacts.LOSS_VAL_PNG, "val"))
     }
+    if analysis.extended:  # a study without seeds, checkpoints or precision records renders as before
+        lr_png, steps_png = artifacts.LR_SENSITIVITY_PNG, artifacts.ACCURACY_BY_STEP_PNG
+        figures[lr_png] = plot_lr_sensitivity(analysis.grid, output / lr_png)
+        if analysis.steps:
+            figures[steps_png] = plot_accuracy_by_step(analysis.steps, output / steps_png)
     artifacts.write_json_atomic(output / artifacts.FIGURES_JSON, figures)
     diff = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in analysis.problem_diff)
     artifacts.write_text_atomic(output / artifacts.PROBLEM_DIFF, diff)

@@ -6,7 +6,7 @@ renders what this finds; one report covers one study (:func:`plan_reports` split
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ def _train_record(path: Path) -> TrainRecord:
 
 def _eval_record(path: Path, label: str) -> EvalRecord:
     stage = read_json(path / STAGE_CONFIG) or {}
-    return EvalRecord(label, path, artifacts.read_eval_summary(path), stage.get("run"))
+    return EvalRecord(label, path, artifacts.read_eval_summary(path), stage.get("run"), "", stage or None)
 
 
 def is_study(path: Path) -> bool:
@@ -86,11 +86,10 @@ def _study_records(path: Path) -> tuple[list[TrainRecord], list[EvalRecord]]:
     plan = read_json(path / STUDY_CONFIG) or {}
     listed, methods = set(plan.get("runs") or []), set(plan.get("methods") or [])
     runs = [_train_record(d) for d in _subdirs(path / STUDY_TRAIN_DIR) if not listed or d.name in listed]
-    evals = [
-        _eval_record(d, d.name)
-        for d in _subdirs(path / STUDY_EVAL_DIR)
-        if not methods or d.name == BASE_EVAL or d.name in methods
-    ]
+    evals = [_eval_record(d, d.name) for d in _subdirs(path / STUDY_EVAL_DIR)]
+    # With seeds and checkpoints the folders are <method>-seed<s>[-step<N>]: their stage record names the method.
+    evals = [e for e in evals if not methods or e.label == BASE_EVAL or e.label in methods
+             or (e.stage or {}).get("method") in methods]  # fmt: skip
     return runs, evals
 
 
@@ -109,9 +108,10 @@ def _loose_eval(path: Path, runs: list[TrainRecord]) -> EvalRecord:
 def collect(sources: Iterable[str | Path]) -> tuple[list[TrainRecord], list[EvalRecord]]:
     """Training runs and evaluations from at most one study dir (``train/*``, ``eval/*``), run dirs and eval dirs.
 
-    In a study dir an evaluation is named by its folder (``base``, ``adamw``, ...), and the run it scored comes from
-    its ``stage_config.json``. An evaluation folder given on its own is matched by the ``model``/``adapter`` in its
-    ``summary.json`` (or ``eval_config.json``): a listed training run's folder names it after that run's method;
+    In a study dir an evaluation is named by its folder (``base``, ``adamw``, ``adamw-seed1``, ``adamw-seed1-step40``,
+    ...), and the run, method, seed and checkpoint step it scored come from its ``stage_config.json``. An
+    evaluation folder given on its own is matched by the ``model``/``adapter`` in its ``summary.json`` (or
+    ``eval_config.json``): a listed training run's folder names it after that run's method;
     no adapter and no match makes it ``base``; anything else keeps its folder name. Two studies are refused: each
     has its own base model and best runs, so one report must never mix them (see :func:`plan_reports`).
     """
@@ -186,43 +186,169 @@ def plan_reports(sources: Sequence[str | Path], output: str | Path) -> list[tupl
 # ---- the best run of each method -----------------------------------------------------------------------------------
 
 
-def best_runs(runs: list[TrainRecord]) -> dict[str, str]:
-    """``{method: best run name}`` by :data:`artifacts.BEST_RULE`; a diverged run is never eligible."""
+def run_seed(run: TrainRecord) -> int | None:
+    """A run's training seed: its study stage record's ``seed``, else ``hyperparameters.seed``."""
+    seed = (run.stage or {}).get("seed")
+    seed = seed if seed is not None else run.hyper.get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+@dataclass
+class GridPoint:
+    """One (method, learning rate, LoRA rank) of a study with the run of each of its seeds (seed order)."""
+
+    method: str
+    learning_rate: float | None
+    lora_r: int | None
+    runs: list[TrainRecord]
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [run_seed(r) for r in self.runs]
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.runs]
+
+
+def grid_points(runs: list[TrainRecord]) -> list[GridPoint]:
+    """The runs of each method grouped by (learning rate, LoRA rank), in run order.
+
+    Runs of one grid point are its seeds only when their seeds are known and distinct; otherwise (two runs of one
+    rate and one seed, e.g. run folders given on their own) each run is its own grid point, as before seeds existed.
+    """
+    groups: dict[tuple[str, float | None, int | None], list[TrainRecord]] = {}
+    for run in runs:
+        if run.method:
+            groups.setdefault((run.method, run.learning_rate, run.lora_r), []).append(run)
+    points = []
+    for (method, rate, rank), members in groups.items():
+        seeds = [run_seed(r) for r in members]
+        if len(members) > 1 and (None in seeds or len(set(seeds)) < len(seeds)):
+            points += [GridPoint(method, rate, rank, [r]) for r in members]
+        else:
+            points.append(GridPoint(method, rate, rank, sorted(members, key=lambda r: run_seed(r) or 0)))
+    return points
+
+
+def best_grid_points(runs: list[TrainRecord]) -> dict[str, GridPoint]:
+    """``{method: best grid point}`` by :func:`artifacts.select_best_grid_point` (the study's rule): the lowest mean
+    final validation loss over seeds; a grid point with a diverged seed is never eligible."""
     best = {}
-    for method in sorted({r.method for r in runs if r.method}):
-        candidates = [(r.name, None if divergence(r.summary) else r.summary) for r in runs if r.method == method]
-        name = artifacts.select_best(candidates)
-        if name is not None:
-            best[method] = name
+    points = grid_points(runs)
+    for method in sorted({p.method for p in points}):
+        grid = {i: [(r.name, None if divergence(r.summary) else r.summary) for r in p.runs]
+                for i, p in enumerate(points) if p.method == method}  # fmt: skip
+        key = artifacts.select_best_grid_point(grid)
+        if key is not None:
+            best[method] = points[key]
     return best
+
+
+def best_runs(runs: list[TrainRecord]) -> dict[str, str]:
+    """``{method: best run name}``: the (first seed's) run of each method's best grid point (:func:`best_grid_points`,
+    one rule with the study); a diverged run is never eligible."""
+    return {method: point.runs[0].name for method, point in best_grid_points(runs).items()}
+
+
+def eval_key(record: EvalRecord) -> tuple[str | None, int | None, int | None]:
+    """``(method, seed, step)`` an evaluation scored, from its study stage record (``step`` None: the run's final
+    model; ``seed`` None: a study without seeds). Without a record: the method its label names."""
+    stage = record.stage or {}
+    method = stage.get("method") if "method" in stage else record.label if record.label in METHODS else None
+    seed, step = stage.get("seed"), stage.get("step")
+    return (method if isinstance(method, str) else None, seed if isinstance(seed, int) else None,
+            step if isinstance(step, int) else None)  # fmt: skip
 
 
 @dataclass
 class AccuracyRow:
-    """One row of the accuracy table: base, a method (its evaluation, or the run it still needs), or another eval."""
+    """One row of the accuracy table: base, a method (its evaluation, or the run it still needs), or another eval.
+
+    With seeds, a method's row holds the evaluation of each seed of its best grid point (``seed_records``, in seed
+    order); with two or more the report shows their mean. ``stale`` holds evaluations that scored another run than
+    the best one (an older grid, a changed rule): they are never shown under the method's name.
+    """
 
     label: str
     record: EvalRecord | None
     expected_run: str | None  # the run the study would evaluate (for a missing evaluation)
     base: EvalRecord | None  # the base evaluation this row is compared with (None for base itself)
     is_base: bool = False
+    seed_records: list[tuple[int, EvalRecord]] = field(default_factory=list)
+    missing_seeds: list[int] = field(default_factory=list)
+    stale: list[EvalRecord] = field(default_factory=list)
 
     @property
     def summary(self) -> EvalSummary | None:
         return self.record.summary if self.record is not None else None
 
+    @property
+    def seed(self) -> int | None:
+        """The training seed of a one-seed row of a seeded study (None otherwise)."""
+        return self.seed_records[0][0] if len(self.seed_records) == 1 else None
+
+    @property
+    def aggregated(self) -> bool:
+        return len(self.seed_records) > 1
+
+
+def _seeded_row(method: str, records: list[EvalRecord], point: GridPoint | None, base: EvalRecord | None
+                ) -> AccuracyRow:
+    """A method's row from its per-seed final evaluations, each checked against the best grid point's run."""
+    expected = {run_seed(r): r.name for r in point.runs} if point is not None else {}
+    matched: list[tuple[int, EvalRecord]] = []
+    stale = []
+    for record in sorted(records, key=lambda r: eval_key(r)[1] or 0):
+        seed = eval_key(record)[1]
+        assert seed is not None
+        if point is not None and record.run is not None and expected.get(seed) != record.run:
+            stale.append(record)
+        else:
+            matched.append((seed, record))
+    missing = [seed for seed in expected if seed is not None and seed not in {s for s, _ in matched}]
+    row = AccuracyRow(method, matched[0][1] if len(matched) == 1 else None,
+                      ", ".join(point.names) if point is not None else None, base, seed_records=matched,
+                      missing_seeds=sorted(missing), stale=stale)  # fmt: skip
+    return row
+
 
 def accuracy_rows(runs: list[TrainRecord], evals: list[EvalRecord]) -> list[AccuracyRow]:
-    """Base first, then one row per method (present or missing), then any other evaluation."""
-    best = best_runs(runs)
+    """Base first, then one row per method (present or missing), then any other evaluation.
+
+    An evaluation whose stage record names another run than the method's best one is stale: the row shows the
+    evaluation missing and keeps the stale one apart (``AccuracyRow.stale``). Checkpoint evaluations (a stage record
+    with a ``step``) belong to the accuracy over training, not to this table.
+    """
+    best = best_grid_points(runs)
     by_label = {e.label: e for e in evals}
     base = by_label.get(BASE_EVAL)
     rows = [AccuracyRow(BASE_EVAL, base, None, None, is_base=True)]
-    methods = [m for m in METHODS if m in by_label or any(r.method == m for r in runs)]
-    rows += [AccuracyRow(m, by_label.get(m), best.get(m), base) for m in methods]
-    rows += [AccuracyRow(label, e, None, base) for label, e in by_label.items() if label != BASE_EVAL
-             and label not in METHODS]  # fmt: skip
-    return rows
+    used = {BASE_EVAL}
+    seeded: dict[str, list[EvalRecord]] = {}
+    for record in evals:
+        method, seed, step = eval_key(record)
+        if record.label != BASE_EVAL and (step is not None or (seed is not None and method in METHODS)):
+            used.add(record.label)
+            if step is None and method is not None:
+                seeded.setdefault(method, []).append(record)
+    methods = [m for m in METHODS if m in by_label or m in seeded or any(r.method == m for r in runs)]
+    relabelled: list[AccuracyRow] = []
+    for m in methods:
+        point = best.get(m)
+        if m in seeded:
+            rows.append(_seeded_row(m, seeded[m], point, base))
+            continue
+        used.add(m)
+        found, expected = by_label.get(m), point.runs[0].name if point is not None else None
+        if found is not None and found.run is not None and expected is not None and found.run != expected:
+            rows.append(AccuracyRow(m, None, expected, base, stale=[found]))
+            if found.stage is None:  # an evaluation folder given on its own: shown under the run it scored
+                relabelled.append(AccuracyRow(found.run, found, None, base))
+        else:
+            rows.append(AccuracyRow(m, found, expected, base))
+    rows += [AccuracyRow(label, e, None, base) for label, e in by_label.items() if label not in used]
+    return rows + relabelled
 
 
 # ---- an evaluation's graded rows ---------------------------------------------------------------------------------

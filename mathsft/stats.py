@@ -28,8 +28,11 @@ __all__ = [
     "accuracy_with_interval",
     "aligned_scores",
     "bootstrap_accuracy_interval",
+    "hierarchical_bootstrap_means",
+    "hierarchical_interval",
     "mcnemar_exact_p",
     "paired_comparison",
+    "paired_comparison_by_seed",
     "per_problem_correctness",
     "per_problem_correctness_by",
     "problem_diff",
@@ -298,3 +301,95 @@ def problem_diff(
         change = "newly_solved" if score > base_score else "newly_failed"
         records.append({"id": pid, **meta[pid], "base_score": base_score, "score": score, "change": change})
     return records
+
+
+# ---- several training seeds: seeds and problems both resampled ----------------------------------------------------
+
+
+def _seed_matrix(per_seed: Sequence[Sequence[float]], what: str, low: float = 0.0) -> np.ndarray:
+    matrix = np.asarray([list(row) for row in per_seed], dtype=float)
+    if matrix.ndim != 2 or matrix.size == 0:
+        raise ValueError(f"{what}: need one non-empty row of per-problem scores per seed, all of one length")
+    if not np.all((matrix >= low) & (matrix <= 1.0)):
+        raise ValueError(f"{what}: per-problem scores must lie in [{low:g}, 1]")
+    return matrix
+
+
+def hierarchical_bootstrap_means(
+    per_seed: Sequence[Sequence[float]] | np.ndarray, resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> np.ndarray:
+    """Bootstrap means of a (seeds x problems) table of per-problem scores, resampling both seeds and problems.
+
+    Each draw takes S seeds with replacement out of the S training seeds and P problems with replacement out of
+    the P problems, and averages the table over the drawn seeds and problems. One problem resample serves all seeds
+    of a draw: every seed answered the same problems (seeds and problems are crossed, not nested), so a problem's
+    difficulty is shared by the seeds, and resampling the problems of each seed apart would average that shared
+    part away and give too narrow an interval. Draw order, per block of draws from ``default_rng(seed)``: the seed
+    indices of the block (shape ``(block, S)``), then its problem indices (``(block, P)``).
+    """
+    if resamples < 1:
+        raise ValueError(f"need resamples >= 1, got {resamples}")
+    table = np.asarray(per_seed, dtype=float)
+    n_seeds, n_problems = table.shape
+    rng = np.random.default_rng(seed)
+    block = max(1, _BLOCK_ENTRIES // (n_seeds * n_problems))
+    means = np.empty(resamples)
+    for start in range(0, resamples, block):
+        stop = min(resamples, start + block)
+        seeds = rng.integers(0, n_seeds, size=(stop - start, n_seeds))
+        problems = rng.integers(0, n_problems, size=(stop - start, n_problems))
+        # per draw and seed: the mean over the drawn problems; then the mean over the drawn seeds
+        seed_means = table[:, problems].mean(axis=2).T  # (draws, seeds)
+        means[start:stop] = np.take_along_axis(seed_means, seeds, axis=1).mean(axis=1)
+    return means
+
+
+def hierarchical_interval(
+    per_seed: Sequence[Sequence[float]], resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile 95% interval of the mean accuracy over seeds and problems (:func:`hierarchical_bootstrap_means`).
+
+    ``per_seed[s][p]`` is seed s's mean correctness on problem p (the same problems, in the same order, for every
+    seed). It covers both sources of noise: which problems were drawn and which training seeds were run.
+    """
+    table = _seed_matrix(per_seed, "hierarchical_interval")
+    return _percentile_interval(hierarchical_bootstrap_means(table, resamples, seed))
+
+
+def paired_comparison_by_seed(
+    a: Mapping[Hashable, Sequence[float]],
+    b: Mapping[Hashable, Sequence[float]],
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> PairedComparison:
+    """Compare two models trained with several seeds, paired by problem and by seed: ``a[s][p]`` against
+    ``b[s][p]`` (the same seeds as keys, the same problems in the same order). A model without seeds (the base
+    model) is passed as the same scores under each seed of the other.
+
+    The difference is the mean over (seed, problem) pairs; its interval resamples seeds and problems as
+    :func:`hierarchical_interval` does, applied to the table of differences (one resample for both models, which
+    keeps the pairing); ``only_a`` / ``only_b`` and the exact McNemar (sign) test count discordant (seed, problem)
+    pairs. With one seed this is :func:`paired_comparison`.
+    """
+    if set(a) != set(b) or not a:
+        raise ValueError(f"a and b need the same seeds, got {sorted(map(str, a))} and {sorted(map(str, b))}")
+    keys = list(a)
+    scores_a = _seed_matrix([a[k] for k in keys], "paired_comparison_by_seed a")
+    scores_b = _seed_matrix([b[k] for k in keys], "paired_comparison_by_seed b")
+    if scores_a.shape != scores_b.shape:
+        raise ValueError(f"a and b differ in shape: {scores_a.shape} != {scores_b.shape}")
+    if len(keys) == 1:
+        return paired_comparison(scores_a[0], scores_b[0], resamples, seed)
+    differences = scores_a - scores_b
+    low, high = _percentile_interval(hierarchical_bootstrap_means(differences, resamples, seed))
+    only_a, only_b = int(np.sum(differences > 0)), int(np.sum(differences < 0))
+    binary = bool(np.all(np.isin(scores_a, (0.0, 1.0))) and np.all(np.isin(scores_b, (0.0, 1.0))))
+    return PairedComparison(
+        difference_points=float(differences.mean()) * 100,
+        ci95_points=(low * 100, high * 100),
+        p_value=mcnemar_exact_p(only_a, only_b),
+        only_a=only_a,
+        only_b=only_b,
+        n=differences.size,
+        binary=binary,
+    )

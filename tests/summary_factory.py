@@ -71,11 +71,15 @@ def hyperparameters(method: str, **overrides: Any) -> dict[str, Any]:
     return shared | owned | overrides
 
 
+# Keys issue 17 adds to run_summary.json (the training side's contract) that the schema may not declare yet.
+RUN_SUMMARY_EXTRAS = {"eval_precision", "lora_trainable_tokens", "lora_trainable_token_ids"}
+
+
 def run_summary(method: str = "adamw", *, lr: float = 1e-5, val: tuple[float, ...] = (1.0, 0.8), cuda: bool = True,
-                **overrides: Any) -> RunSummary:
+                seed: int = 42, **overrides: Any) -> RunSummary:
     """A complete ``run_summary.json`` of a 2-epoch, 20-step run; ``val`` is the validation loss at steps 10, 20."""
     lora = METHODS[method].peft
-    hyper = hyperparameters(method, learning_rate=lr, bf16=cuda)
+    hyper = hyperparameters(method, learning_rate=lr, bf16=cuda, seed=seed)
     defaults = {
         "method": method,
         "hyperparameters": hyper,
@@ -101,7 +105,7 @@ def run_summary(method: str = "adamw", *, lr: float = 1e-5, val: tuple[float, ..
         "diverged_step": None,
         "finished_at": "2026-01-01T00:00:00+0000",
     }  # fmt: skip
-    return _build(RunSummary, defaults, overrides, set())  # type: ignore[return-value]
+    return _build(RunSummary, defaults, overrides, RUN_SUMMARY_EXTRAS)  # type: ignore[return-value]
 
 
 def eval_summary(accuracy: float = 0.5, problems: int = 4, samples: int = 1, **overrides: Any) -> EvalSummary:
@@ -144,10 +148,26 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def write_eval(folder: Path, summary: EvalSummary, rows: list[dict[str, Any]] | None = None,
-               run: str | None = None) -> None:
-    """An evaluation folder: summary.json, and generations.jsonl / the study's stage_config.json when given."""
+               run: str | None = None, **record: Any) -> None:
+    """An evaluation folder: summary.json, and generations.jsonl / the study's stage_config.json when given
+    (``record``: more keys of the stage record, e.g. ``method``, ``seed``, ``step`` of a seeded study)."""
     write_json(folder / artifacts.EVAL_SUMMARY, summary)
     if rows is not None:
         (folder / artifacts.GENERATIONS).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if run is not None:
-        write_json(folder / artifacts.STAGE_CONFIG, {"stage": "eval", "run": run})
+    if run is not None or record:
+        write_json(folder / artifacts.STAGE_CONFIG, {"stage": "eval", "run": run, **record})
+
+
+def write_seeded_run(study: Path, method: str, lr: float, seed: int, val: tuple[float, ...] = (1.0, 0.8),
+                     lora_r: int | None = None, **overrides: Any) -> str:
+    """A training run of a seeded study (issue 17's layout): ``train/<run name>-seed<s>`` with its run_summary.json
+    and stage record; returns the run's folder name."""
+    name = f"{artifacts.run_name(method, lr, lora_r)}-seed{seed}"
+    summary = run_summary(method, lr=lr, val=val, seed=seed, **overrides)
+    if lora_r is not None:
+        summary["hyperparameters"]["lora_r"] = lora_r
+    write_json(study / artifacts.STUDY_TRAIN_DIR / name / artifacts.RUN_SUMMARY, summary)
+    write_json(study / artifacts.STUDY_TRAIN_DIR / name / artifacts.STAGE_CONFIG,
+               {"stage": "train", "name": name, "method": method, "learning_rate": lr, "lora_r": lora_r,
+                "seed": seed})  # fmt: skip
+    return name

@@ -164,3 +164,13 @@ def test_a_diverged_run_names_its_step():
         "sgd-lr3 diverged (non-finite loss) at step 4 and was interrupted; its loss, memory and time are left out of "
         "the comparisons above.",
     ]
+
+
+def test_an_update_that_rounds_away_is_named():
+    methods = [MethodResult("adamw", update_survival=0.93, eval_dtype="bfloat16"),
+               MethodResult("sgd", update_survival=0.12, eval_dtype="bfloat16"), MethodResult("lora")]
+    assert findings(methods) == [
+        "sgd's fine-tuning update mostly rounds away at bfloat16: only 12.0% of it survives the cast to the "
+        "evaluation dtype, so its accuracy shows less than it trained."
+    ]
+    assert findings([MethodResult("sgd", update_survival=0.5)]) == []  # half survives: not "mostly" rounded away

@@ -196,7 +196,11 @@ def test_report_header_findings_links_and_missing(study: Path, tmp_path: Path) -
     low, high = paired_comparison(ADAMW_CORRECT, BASE_CORRECT).ci95_points
     assert (f"- adamw vs base: +45.0 points (95% CI {low:+.1f} to {high:+.1f}; McNemar p = 0.012; 10 problems solved "
             "only by adamw, 1 only by base): significant at the 5% level.") in text
+    # A study without seed, step or precision records (before issue 17): no new section, no new figure.
+    assert "Tuning budget" not in text and "evaluation precision" not in text and "Accuracy over training" not in text
+    assert sorted(p.name for p in (tmp_path / "report").glob("*.png")) == ["loss_train.png", "loss_val.png"]
     figures = json.loads((tmp_path / "report" / "figures.json").read_text())
+    assert set(figures) == {"loss_train.png", "loss_val.png"}
     for name in ("loss_train.png", "loss_val.png"):
         assert [line["run"] for line in figures[name]["lines"]] == ["adamw-lr1e-5", "sgd-lr0.01", "lora-lr2e-4"]
         assert figures[name]["missing"] == ["sgd-lr0.02"]
