@@ -202,8 +202,8 @@ def read_column(path: Path, column: str) -> list[str]:
     if path.suffix != ".jsonl":
         dataset = _load_local(path, TEST_SPLIT)
         return [str(value) for value in dataset[column]] if column in dataset.column_names else []
-    check_jsonl(path)
-    rows = [json.loads(line) for line in path.read_bytes().split(b"\n") if line.strip()]
+    lines = path.read_bytes().split(b"\n")
+    rows = [parse_jsonl_line(raw, path, number) for number, raw in enumerate(lines, start=1) if raw.strip()]
     return [str(row[column]) for row in rows if row.get(column) is not None]
 
 

@@ -318,7 +318,7 @@ def lora_targets(model: torch.nn.Module, targets: Any) -> Any:
                             f"are: {linear}")  # fmt: skip
         return targets
     wanted = [targets] if isinstance(targets, str) else [str(t) for t in targets]
-    unmatched = [t for t in wanted if not any(name == t or name.endswith(f".{t}") for name in names)]
+    unmatched = sorted(t for t in wanted if not any(name == t or name.endswith(f".{t}") for name in names))
     if unmatched:
         listed = ", ".join(repr(t) for t in unmatched[:5])
         raise UserError(f"lora_target_modules {listed} match{'es' if len(unmatched) == 1 else ''} no module of the "
