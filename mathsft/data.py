@@ -163,8 +163,8 @@ def trains_on_test_split(dataset_name: str, train_split: str) -> str | None:
         if test_file is not None and test_file.resolve() == Path(dataset_name).expanduser().resolve():
             return f"the training file {dataset_name} is the test split of its folder"
         return None
-    if train_split == TEST_SPLIT:
-        return f"dataset_train_split is '{TEST_SPLIT}': the split the evaluation scores"
+    if train_split.split("[", 1)[0].strip() == TEST_SPLIT:  # also a slice of it, as in "test[:50%]"
+        return f"dataset_train_split is '{train_split}': the split the evaluation scores"
     return None
 
 
