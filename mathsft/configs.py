@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from trl import ModelConfig, SFTConfig
 
-from mathsft.data import DEFAULT_DATASET
+from mathsft.data import DEFAULT_DATASET, refuse_evaluation_of_training_data, refuse_test_split
 from mathsft.errors import UserError
 from mathsft.methods import method_for
 from mathsft.template import END_OF_TURN
@@ -50,6 +50,12 @@ class DataArguments:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Use only the first N validation examples (quick runs)."}
     )
+    # Not part of a run's identity: it allows a run, it does not change what the run trains (mathsft.run_dir).
+    allow_test_overlap: bool = field(
+        default=False,
+        metadata={"help": "Train even on the test split, or on problems that are also in the dataset's test split "
+                          "(refused by default: the evaluation would score problems the model was trained on)."},
+    )  # fmt: skip
 
 
 @dataclass
@@ -184,6 +190,20 @@ def validate_args(data_args: DataArguments, training_args: MathSFTConfig, model_
             )
     if model_args.model_name_or_path is None:
         raise UserError("model_name_or_path is required (a hub id such as Qwen/Qwen3-0.6B-Base or a local path)")
+    refuse_test_split(data_args.dataset_name, data_args.dataset_train_split, data_args.allow_test_overlap)
+
+
+def check_not_evaluation_data(data_args: DataArguments, evaluation: dict[str, Any]) -> None:
+    """A study's pre-check of each run: it must not train on the data the study evaluates (``run_eval.py`` options
+    ``evaluation``), unless the run sets ``allow_test_overlap`` (see ``mathsft.data``)."""
+    from mathsft.evaluation import eval_args_from_mapping
+
+    eval_args = eval_args_from_mapping(evaluation, "the study's evaluation settings")
+    refuse_evaluation_of_training_data(
+        (data_args.dataset_name, data_args.dataset_train_split, data_args.problem_column),
+        (eval_args.dataset, eval_args.split, eval_args.problem_column),
+        data_args.allow_test_overlap,
+    )
 
 
 def method_name(training_args: MathSFTConfig, model_args: ModelConfig) -> str:

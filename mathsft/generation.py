@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from mathsft.environment import resolve_device
 from mathsft.errors import UserError
 from mathsft.paths import looks_like_local_path
-from mathsft.template import END_OF_TEXT, END_OF_TURN
+from mathsft.template import END_OF_TEXT, END_OF_TURN, check_chat_template
+from mathsft.tensor_files import is_unreadable_weights, weights_error
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ def _check_model_source(name_or_path: str, what: str) -> None:
 
 
 def _load_error(name_or_path: str, what: str, err: Exception) -> UserError:
+    if is_unreadable_weights(err):  # a pickle torch refuses to unpickle, a damaged safetensors file
+        return weights_error(err, what, name_or_path)
     first_line = (str(err).strip().splitlines() or [""])[0][:200]
     offline_hint = "; offline? pass a local checkpoint folder, e.g. --model /local/path"
     hint = "" if looks_like_local_path(name_or_path) else offline_hint
@@ -166,6 +169,7 @@ def load_model_and_tokenizer(
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise UserError(f"adapter folder {adapter} has no adapter_config.json (is it a saved PEFT adapter?)")
     tokenizer = load_tokenizer(model_name_or_path, adapter)
+    check_chat_template(tokenizer)  # before the weights load and before the evaluation records its settings
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if attn_implementation:

@@ -23,6 +23,7 @@ TRAIN_HELP = CommandHelp(
             Option("dataset_name", "ID|DIR|FILE", "Hub dataset id, a folder holding train.jsonl, or a .jsonl"),
             Option("max_length", "N", "longest example in tokens; longer ones are dropped (overlong)"),
             Option("max_train_samples", "N", "train on the first N examples only (quick runs)"),
+            Option("allow_test_overlap", "true|false", "train even on test-set problems (refused by default)"),
         )),
         ("method", (
             Option("optimizer", "adamw|sgd", "optimizer of the trainable weights (LoRA trains with adamw)"),

@@ -36,8 +36,9 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_MARKER = artifacts.CHECKPOINT_MARKER
 # Hyperparameters that do not change the trained weights: a run may be resumed with other values.
 NOT_RESULT_DEFINING = ("activation_checkpointing",)
-# Data settings that only decide what is logged, not what is trained.
-NOT_RESULT_DEFINING_DATA = ("max_eval_samples",)
+# Data settings that only decide what is logged, not what is trained; allow_test_overlap only permits a run (the
+# run summary records it).
+NOT_RESULT_DEFINING_DATA = ("max_eval_samples", "allow_test_overlap")
 # Every other transformers/TRL/PEFT field is part of the identity unless it only decides where results go, what is
 # logged, evaluated or saved and when, how fast or on which hardware it runs. A field missing here is taken as
 # result-defining: the safe side (a resume refused, never two runs mixed).

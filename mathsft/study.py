@@ -208,7 +208,7 @@ class Study:
         )
         base_stage = self.eval_stage(artifacts.BASE_EVAL, None)
         for run, stage in zip(self.runs, train_stages, strict=True):  # before anything is written
-            check_training_stage(stage, self.recipes[run.method])
+            check_training_stage(stage, self.recipes[run.method], c.eval_settings)
         self._refuse_changed([base_stage, *train_stages])
         if c.dry_run:
             for stage in [base_stage, *train_stages]:
@@ -334,10 +334,11 @@ class Study:
             raise UserError(f"{stage.description} wrote no {EVAL_SUMMARY}; see {stage.directory / STAGE_LOG}")
 
 
-def check_training_stage(stage: Stage, recipe: dict[str, Any]) -> None:
+def check_training_stage(stage: Stage, recipe: dict[str, Any], evaluation: dict[str, Any] | None = None) -> None:
     """Parse and validate a training stage's options as ``train_sft.py`` will, so that a bad value is refused before
-    the study writes anything (not hours later, when that stage starts)."""
-    from mathsft.configs import REPLACED_FIELDS, validate_args
+    the study writes anything (not hours later, when that stage starts); with the study's ``evaluation`` settings,
+    also that the stage does not train on the evaluation's data."""
+    from mathsft.configs import REPLACED_FIELDS, check_not_evaluation_data, validate_args
     from mathsft.recipes import parse_training_args
 
     where = f"{stage.description} ({stage.directory})"
@@ -352,6 +353,8 @@ def check_training_stage(stage: Stage, recipe: dict[str, Any]) -> None:
         with contextlib.redirect_stderr(usage):  # argparse prints its usage before it exits
             data_args, training_args, model_args = parse_training_args(argv)
         validate_args(data_args, training_args, model_args)
+        if evaluation is not None:
+            check_not_evaluation_data(data_args, evaluation)
     except SystemExit:  # argparse rejected a value (a type or a choice)
         last = (usage.getvalue().strip().splitlines() or ["invalid option"])[-1]
         raise UserError(f"{where}: {last.split('error: ', 1)[-1]}") from None

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mathsft.artifacts import check_writable_dir
 from mathsft.config_files import load_yaml_mapping
 from mathsft.errors import UserError, reject_unknown_keys
 from mathsft.methods import METHOD_NAMES, METHODS, get_method, method_of_recipe
@@ -194,6 +195,9 @@ def normalize_config(config: StudyConfig) -> None:
 
     config.evaluation = _mapping(config.evaluation, "evaluation")
     eval_args_from_mapping(config.evaluation, "the study's evaluation settings")
+    # The report is written last: a report_dir that cannot be a folder must fail before hours of stages, not after.
+    check_writable_dir(config.study_dir, "study_dir")
+    check_writable_dir(config.report_path, "report_dir")
 
 
 def _check_launcher(config: StudyConfig) -> None:

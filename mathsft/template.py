@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mathsft.errors import UserError
+
 # Appended to every problem, in training and in evaluation.
 INSTRUCTION = "\nPlease reason step by step, and put your final answer within \\boxed{}."
 
@@ -52,11 +54,34 @@ def build_example(problem: str, solution: str, system_prompt: str | None = None)
     }
 
 
+def chat_template_error(tokenizer: Any, err: Exception, what: str) -> UserError:
+    """One line for a chat template that cannot render (a jinja ``TemplateSyntaxError``, ``SecurityError``,
+    ``UndefinedError``, a ``raise_exception`` in the template, or any other error raised while it runs)."""
+    first_line = (str(err).strip().splitlines() or [""])[0][:200]
+    source = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
+    return UserError(f"the chat template of {source} cannot render {what}: {type(err).__name__}: {first_line}; "
+                     "fix its chat template (chat_template.jinja or tokenizer_config.json)")  # fmt: skip
+
+
+def render_chat(tokenizer: Any, messages: list[Message], what: str, **kwargs: Any) -> str:
+    """``tokenizer.apply_chat_template`` to text; a template that fails is one line naming ``what`` it rendered."""
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+    except Exception as err:  # the template is the user's code: any error it raises is a bad template
+        raise chat_template_error(tokenizer, err, what) from err
+
+
 def render_generation_prompt(tokenizer: Any, problem: str, system_prompt: str | None = None) -> str:
     """The text a model sees at evaluation time: the prompt rendered with ``add_generation_prompt=True``."""
-    return tokenizer.apply_chat_template(
+    return render_chat(
+        tokenizer,
         build_prompt_messages(problem, system_prompt),
-        tokenize=False,
+        "a prompt",
         add_generation_prompt=True,
         **CHAT_TEMPLATE_KWARGS,
     )
+
+
+def check_chat_template(tokenizer: Any) -> None:
+    """Render one sample prompt, so that a template that cannot render fails before any result is written."""
+    render_generation_prompt(tokenizer, "What is $1 + 1$?")

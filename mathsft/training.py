@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import jinja2
 import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -32,14 +34,15 @@ from mathsft.callbacks import (
 )  # fmt: skip
 from mathsft.collators import PackedRowsCollator, uses_varlen_flash_attention
 from mathsft.configs import ALL_LINEAR_PROJECTIONS, DataArguments, MathSFTConfig
-from mathsft.data import load_problems, split_train_validation
+from mathsft.data import load_problems, refuse_test_overlap, split_train_validation
 from mathsft.environment import device_name, library_versions
 from mathsft.errors import DivergedError, UserError
 from mathsft.identity import exclusive_output
 from mathsft.methods import Method, method_for
 from mathsft.optimizers import build_optimizer, count_parameters, optimizer_parameter_ids
 from mathsft.paths import looks_like_local_path
-from mathsft.template import build_example
+from mathsft.template import CHAT_TEMPLATE_KWARGS, build_example, chat_template_error, render_chat
+from mathsft.tensor_files import check_tensor_files, is_unreadable_weights, weights_error
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +58,10 @@ class PreparedData:
     dropped_validation: int
 
 
-def chat_token_length(tokenizer: PreTrainedTokenizerBase, example: dict[str, Any]) -> int:
-    """Tokens of the full rendered chat, exactly as the trainer will see it."""
-    text = tokenizer.apply_chat_template(
-        example["prompt"] + example["completion"], tokenize=False, **example["chat_template_kwargs"]
-    )
+def chat_token_length(tokenizer: PreTrainedTokenizerBase, example: dict[str, Any], what: str = "an example") -> int:
+    """Tokens of the full rendered chat, exactly as the trainer will see it (a failing template is one line)."""
+    messages = example["prompt"] + example["completion"]
+    text = render_chat(tokenizer, messages, what, **example["chat_template_kwargs"])
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -81,6 +83,8 @@ def prepare_datasets(
         data_args.dataset_train_split,
         required_columns=[data_args.problem_column, data_args.solution_column],
     )
+    refuse_test_overlap(raw[data_args.problem_column], f"{data_args.dataset_name} ({data_args.dataset_train_split})",
+                        data_args.dataset_name, data_args.problem_column, data_args.allow_test_overlap)  # fmt: skip
     if data_args.id_column in raw.column_names:
         raw = raw.add_column(EXAMPLE_ID, [str(x) for x in raw[data_args.id_column]])
     else:
@@ -96,8 +100,10 @@ def prepare_datasets(
     for part in (train, validation):
         conversations = to_conversations(part, data_args, part[EXAMPLE_ID])
         before = len(conversations)
+        # Every example is rendered once here, also when truncating: a template that fails on some rows says so in
+        # one line naming the row, not in a traceback from inside the trainer.
+        lengths = [chat_token_length(tokenizer, ex, f"example {ex[EXAMPLE_ID]}") for ex in conversations]
         if data_args.overlong == "drop":
-            lengths = [chat_token_length(tokenizer, ex) for ex in conversations]
             max_length = training_args.max_length or 0  # validate_args requires it
             keep = [i for i, n in enumerate(lengths) if n <= max_length]
             conversations = conversations.select(keep)
@@ -145,7 +151,9 @@ def output_path(training_args: MathSFTConfig) -> Path:
 def _check_max_length(tokenizer: PreTrainedTokenizerBase, data_args: DataArguments, max_length: int) -> None:
     """max_length must leave room for a problem and an answer after the fixed chat scaffolding."""
     scaffold = build_example("", "", data_args.system_prompt)
-    needed = chat_token_length(tokenizer, scaffold) + 16
+    needed = chat_token_length(tokenizer, scaffold, "the chat format (an empty problem and answer)") + 16
+    # The trainer also renders each prompt alone with the generation prompt (to mask it from the loss).
+    render_chat(tokenizer, scaffold["prompt"], "a prompt", add_generation_prompt=True, **CHAT_TEMPLATE_KWARGS)
     if max_length < needed:
         raise UserError(f"max_length {max_length} cannot hold the chat template and instruction "
                         f"({needed - 16} tokens) plus a problem and an answer; use at least {needed}")  # fmt: skip
@@ -183,6 +191,8 @@ def load_model(model_args: ModelConfig) -> PreTrainedModel:
         use_attention(model, model_args.attn_implementation)  # the project's own kernels, e.g. packed varlen
         return model
     except Exception as err:  # missing, truncated or corrupt weights surface as OSError, ValueError, SafetensorError
+        if is_unreadable_weights(err):
+            raise weights_error(err, "model", model_source(model_args)) from err
         first_line = (str(err).strip().splitlines() or [""])[0][:200]
         raise UserError(f"could not load model weights from '{model_args.model_name_or_path}': "
                         f"{type(err).__name__}: {first_line}") from err  # fmt: skip
@@ -281,6 +291,41 @@ def is_dtensor(tensor: torch.Tensor) -> bool:
     return isinstance(tensor, DTensor)
 
 
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """The distinct last names of the model's linear modules (``q_proj``, ..., ``lm_head``): what LoRA can target."""
+    linear = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    return sorted({name.rsplit(".", 1)[-1] for name in linear})
+
+
+def lora_targets(model: torch.nn.Module, targets: Any) -> Any:
+    """The LoRA target modules, checked against the model: every name must match a module (PEFT would fail with a
+    traceback when none does, and silently skip a misspelt one when another matches).
+
+    PEFT matches a list by module-name suffix and a single string as a regular expression over the full name; TRL
+    turns a one-element list into a string, so a plain name (``q_proj``) is given back to PEFT as a one-name list.
+    ``all-linear`` is left to PEFT."""
+    if targets is None or (isinstance(targets, str) and targets.lower() == "all-linear"):
+        return targets
+    names = [name for name, _ in model.named_modules() if name]
+    linear = ", ".join(linear_module_names(model)[:8])
+    if isinstance(targets, str) and not re.fullmatch(r"[\w.]+", targets):
+        try:
+            matched = any(re.fullmatch(targets, name) for name in names)
+        except re.error as err:
+            raise UserError(f"lora_target_modules {targets!r} is not a valid regular expression ({err})") from err
+        if not matched:
+            raise UserError(f"lora_target_modules {targets!r} matches no module of the model; its linear modules "
+                            f"are: {linear}")  # fmt: skip
+        return targets
+    wanted = [targets] if isinstance(targets, str) else [str(t) for t in targets]
+    unmatched = sorted(t for t in wanted if not any(name == t or name.endswith(f".{t}") for name in names))
+    if unmatched:
+        listed = ", ".join(repr(t) for t in unmatched[:5])
+        raise UserError(f"lora_target_modules {listed} match{'es' if len(unmatched) == 1 else ''} no module of the "
+                        f"model; its linear modules are: {linear}")  # fmt: skip
+    return wanted if isinstance(targets, str) else targets
+
+
 def build_trainer(
     data_args: DataArguments, training_args: MathSFTConfig, model_args: ModelConfig
 ) -> tuple[MathSFTTrainer, PreparedData, PerfCallback]:
@@ -289,18 +334,25 @@ def build_trainer(
     tokenizer = load_tokenizer(model_args)
     data = prepare_datasets(data_args, training_args, tokenizer)
     model = load_model(model_args)
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None:
+        lora = cast(Any, peft_config)  # get_peft_config builds a LoraConfig
+        lora.target_modules = lora_targets(model, lora.target_modules)
 
     output_dir = output_path(training_args)
     interrupt = GracefulInterruptCallback()
-    trainer = MathSFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=data.train,
-        eval_dataset=data.validation,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-        callbacks=[interrupt],
-    )
+    try:
+        trainer = MathSFTTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=data.train,
+            eval_dataset=data.validation,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[interrupt],
+        )
+    except jinja2.TemplateError as err:  # TRL renders every prompt again to tokenize it
+        raise chat_template_error(tokenizer, err, "a training example") from err
     if training_args.packing and not uses_varlen_flash_attention(model_args.attn_implementation):
         multiple = cast(int | None, training_args.pad_to_multiple_of)
         trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id, multiple)
@@ -429,6 +481,8 @@ def _train(
 
     start = time.perf_counter()
     plan = plan_output_dir(output_dir, identity, training_args.overwrite, training_args.resume_from_checkpoint)
+    if plan.checkpoint is not None:  # before any work: a checkpoint of pickles or damaged files is one line
+        check_tensor_files(plan.checkpoint, "checkpoint")
     trainer, data, perf = build_trainer(data_args, training_args, model_args)
     trainer.identity = identity
     if trainer.is_world_process_zero():
