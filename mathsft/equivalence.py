@@ -49,12 +49,12 @@ _REWRITES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = 
     (re.compile(r"(?<![\w.\\])(\d+(?:\.\d*)?|\.\d+)[eE]([+-]?\d+)(?![\w.])"), r"\1\\times 10^{\2}"),
     # plain-text powers and functions: `2**3`, `sqrt(3)`, `pi/2`, `sin(x)` (read as products of letters otherwise)
     (re.compile(r"\*\*"), "^"),
-    (re.compile(r"(?<![\\A-Za-z])(sqrt|sin|cos|tan|cot|sec|csc|ln|log|exp)(?=\s*[({\d])"), r"\\\1"),
+    (re.compile(r"(?<![\\A-Za-z])(sqrt|sin|cos|tan|cot|sec|csc|ln|log|exp)(?=\s*[({\[\d])"), r"\\\1"),
     (re.compile(r"(?<![\\A-Za-z])pi(?![A-Za-z])"), r"\\pi"),
     # a number and its unit inside one text group: `\text{5 apples}` -> `5\text{ apples}`
     (re.compile(r"\\(?:text|mbox|textrm)\s*\{\s*(-?\d[\d.,]*)\s+([A-Za-z][A-Za-z ]*)\}"), r"\1\\text{ \2}"),
     # percent as a word, bare or in a text group: `33.5 percent`, `50\text{ pct}` -> `\%`
-    (re.compile(r"\\(?:text|mbox|textrm|mathrm)\s*\{\s*(?:percent(?:age)?|pct|per ?cent)\.?\s*\}"), r"\\%"),
+    (re.compile(r"\\(?:text|mbox|textrm|mathrm)\s*\{\s*(?:percent(?:age)?|pct|per ?cent|\\?%)\.?\s*\}"), r"\\%"),
     (re.compile(r"(?<=[\d}])\s*\b(?:percent(?:age)?|pct|per ?cent)\b\.?"), r"\\%"),
     # a number followed by bare words other than function names (`5 dollars`): a unit, as inside `\text{}`
     (
@@ -73,13 +73,15 @@ _WHITESPACE_RE = re.compile(r"\s+")
 _SQRT_PAREN_RE = re.compile(r"\\sqrt\s*\(")
 # A trailing unit: text groups (`12\text{ cm}`, `5\,\mathrm{m/s}`, `10\text{ cm}^2`) at the end of an answer.
 _TRAILING_UNIT_RE = re.compile(
-    r"(?:\\[,;: !]|~|\s)*\\(?:text|mbox|textrm|mathrm|textnormal|textit|operatorname)\s*\{\s*"
+    r"(?:\\[,;: !]|~|\s)*\\(?:text|mbox|textrm|mathrm|textnormal|textit|operatorname)\s*\{(?:\s|~|\\[,;: !])*"
     r"([A-Za-z][A-Za-z .\-/]*?)\s*\}\s*(?:\^\s*\{?\s*([23])\s*\}?)?\s*$"
 )
 _MAX_UNIT_CHARS = 200
 _LEADING_DOLLAR_RE = re.compile(r"^\s*(-?)\s*\\\$\s*")
 # One number written in a base: `2516_8`, `2516_{8}`, `(2516)_{8}`, `A3_{16}`.
-_BASE_NUMBER_RE = re.compile(r"^\s*\(?\s*([0-9A-Z]+)\s*\)?\s*_\s*\{?\s*\(?\s*(\d{1,2})\s*\)?\s*\}?\s*$")
+_BASE_NUMBER_RE = re.compile(
+    r"^\s*\(?\s*([0-9A-Z]+)\s*\)?\s*_\s*\{?\s*(?:\\(?:text|mathrm)\s*\{)?\s*\(?\s*(\d{1,2})\s*\)?\s*\}?\s*\}?\s*$"
+)
 # `2 = x`: an equation whose right side alone is a variable (a letter or command, maybe with a subscript).
 _REVERSED_EQUATION_RE = re.compile(r"^([^=<>]+?)\s*=\s*((?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w{1,3}\}?)?)\s*$")
 _VARIABLE_RE = re.compile(r"\s*(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w{1,3}\}?)?\s*")
@@ -100,7 +102,7 @@ _UNIT_SPELLINGS = {
     "day": ("day", "d"), "week": ("week", "wk"), "year": ("year", "yr"), "g": ("gram", "g"), "kg": ("kilogram", "kg"),
     "mg": ("milligram", "mg"), "lb": ("pound", "lb"), "oz": ("ounce", "oz"), "l": ("liter", "litre", "l"),
     "ml": ("milliliter", "millilitre", "ml"), "dollar": ("dollar", "usd", "buck"), "cent": ("cent", "¢"),
-    "degree": ("degree", "deg"), "radian": ("radian", "rad"), "mph": ("mph", "mile per hour", "miles per hour"),
+    "degree": ("degree", "deg"), "radian": ("radian", "rad"), "mi/h": ("mph",), "km/h": ("kph", "kmh"),
 }  # fmt: skip
 _CANONICAL_UNIT = {spelling: name for name, spellings in _UNIT_SPELLINGS.items() for spelling in spellings}
 # Words that name no unit of their own: `12 \text{ units}` against `12\text{ cm}` is not a unit mismatch.
@@ -199,17 +201,23 @@ def _read(answer: str) -> _Reading:
 
 
 def _canonical_unit(text: str, exponent: str | None = None) -> str | None:
-    """`centimeters` -> `cm`, `square feet` -> `ft^2`, `cm` + `2` -> `cm^2`; None for placeholder words."""
+    """`centimeters` -> `cm`, `square feet` -> `ft^2`, `cm` + `2` -> `cm^2`, `miles per hour` -> `mi/h`; None for
+    placeholder words such as `units`."""
     words = _WHITESPACE_RE.sub(" ", text.lower().replace(".", " ")).strip()
     for prefix, power in (("square ", "2"), ("sq ", "2"), ("cubic ", "3")):
         if words.startswith(prefix):
             words, exponent = words[len(prefix) :], power
-    if words not in _CANONICAL_UNIT and words.endswith("s") and (words[:-1] in _CANONICAL_UNIT or len(words) > 3):
-        words = words[:-2] if words.endswith(("ches", "shes")) else words[:-1]  # inches -> inch, hrs -> hr
-    name = _CANONICAL_UNIT.get(words, words)
+    name = "/".join(_canonical_word(part.strip()) for part in re.split(r"/| per ", words))
     if exponent:
         name = f"{name}^{exponent}"
     return None if name in _PLACEHOLDER_UNITS else name
+
+
+def _canonical_word(word: str) -> str:
+    """One unit word: its canonical name, or the word made singular (`inches` -> `inch`, `hrs` -> `hr`)."""
+    if word not in _CANONICAL_UNIT and word.endswith("s") and (word[:-1] in _CANONICAL_UNIT or len(word) > 3):
+        word = word[:-2] if word.endswith(("ches", "shes")) else word[:-1]
+    return _CANONICAL_UNIT.get(word, word)
 
 
 def _base_value(digits: str, base: int) -> int | None:

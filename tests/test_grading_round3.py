@@ -32,6 +32,7 @@ PERCENT = [
     ("\\frac{1}{2}\\%", "0.5\\%", True),
     ("12.5\\%", "\\frac{1}{8}", True),
     ("12.5\\%", "12.5", True),  # with or without the sign, as 50\% vs 50
+    ("10\\text{\\%}", "0.1", True),
     ("20 percent", "0.3", False),
     ("25\\%", "0.5", False),
 ]
@@ -47,6 +48,10 @@ UNITS = [
     ("\\text{5 cm}", "5\\text{ m}", False),
     ("5\\text{ cm}", "5 m", False),
     ("5\\text{ kg}", "5\\text{ g}", False),
+    ("12\\mathrm{~cm}", "12\\text{ m}", False),
+    ("60 mph", "60\\text{ km/h}", False),
+    ("50 \\text{ km/h}", "50 \\text{ km/hr}", True),
+    ("60 mph", "60\\text{ miles per hour}", True),
     ("5.4\\text{ dollars}", "\\$5.40", True),
     ("12\\text{ cm}", "12", True),
     ("12", "12\\text{ cm}", True),
@@ -63,6 +68,8 @@ UNITS = [
 BASES = [
     ("2516_9", "2516_8", False),
     ("1011_2", "1101_2", False),
+    ("2516_{\\text{8}}", "2516_9", False),
+    ("2516_{\\text{8}}", "2516_8", True),
     ("2516_{8}", "2516_8", True),
     ("(2516)_8", "2516_8", True),
     ("10_2", "2_{10}", True),
@@ -105,6 +112,7 @@ NOTATION = [
     ("(1+sqrt(5))/2", "\\frac{1+\\sqrt5}{2}", True),
     ("2*sqrt(3)", "2\\sqrt3", True),
     ("pi/4", "\\frac{\\pi}{4}", True),
+    ("sqrt[3]{2}", "2^{1/3}", True),
     ("-1 + sqrt(3)", "\\sqrt{3}+1", False),
     ("sqrt(12)", "3\\sqrt{3}", False),
     # ordinals
