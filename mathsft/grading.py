@@ -331,8 +331,8 @@ def extract_answer(completion: str, gold: str = "") -> tuple[str | None, str]:
     if not answers:
         return None, "none"
     run = _trailing_run(completion, boxes, answers)
-    if len(run) == 1:
-        return _box_content(completion, boxes, run[0]).strip(), "single_box"
+    if len(run) == 1 or _single_valued(gold):
+        return _box_content(completion, boxes, run[-1]).strip(), "single_box"
     parts: list[str] = []
     seen: set[str] = set()
     floor = 0
@@ -346,8 +346,8 @@ def extract_answer(completion: str, gold: str = "") -> tuple[str | None, str]:
         if key not in seen:
             seen.add(key)
             parts.append(part)
-    if len(parts) == 1 or _single_valued(gold):
-        return parts[-1], "single_box"
+    if len(parts) == 1:
+        return parts[0], "single_box"
     joined = ", ".join(parts)
     # The parts are the components of a tuple gold only when they are not themselves lists or tuples.
     as_tuple = _tuple_shaped(gold) and not any(_tuple_shaped(part) or "," in part for part in parts)

@@ -172,6 +172,7 @@ def test_numeric_tolerance_convention(pred: str, gold: str, correct: bool) -> No
         ("\\boxed{1} and \\boxed{2}", "2", "2", "single_box"),
         ("Multiple \\boxed{1} and \\boxed{2}", "2", "2", "single_box"),
         ("$\\boxed{1}$, $\\boxed{2}$", "1,000", "2", "single_box"),  # a thousands separator lists nothing
+        ("\\boxed{2}, \\boxed{3}, \\boxed{2}", "3", "2", "single_box"),  # the last box, not the last new value
         # Against several values, the run is joined as before.
         ("\\boxed{1} and \\boxed{2}", "1, 2", "1, 2", "joined_run"),
         ("\\boxed{1} and \\boxed{2}", "\\pm 2", "1, 2", "joined_run"),
