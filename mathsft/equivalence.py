@@ -201,12 +201,15 @@ def _read(answer: str) -> _Reading:
 
 
 def _canonical_unit(text: str, exponent: str | None = None) -> str | None:
-    """`centimeters` -> `cm`, `square feet` -> `ft^2`, `cm` + `2` -> `cm^2`, `miles per hour` -> `mi/h`; None for
-    placeholder words such as `units`."""
+    """`centimeters` -> `cm`, `square feet` / `feet squared` -> `ft^2`, `cm` + `2` -> `cm^2`, `miles per hour` ->
+    `mi/h`; None for placeholder words such as `units`."""
     words = _WHITESPACE_RE.sub(" ", text.lower().replace(".", " ")).strip()
     for prefix, power in (("square ", "2"), ("sq ", "2"), ("cubic ", "3")):
         if words.startswith(prefix):
             words, exponent = words[len(prefix) :], power
+    for suffix, power in ((" squared", "2"), (" cubed", "3")):
+        if words.endswith(suffix):
+            words, exponent = words[: -len(suffix)], power
     name = "/".join(_canonical_word(part.strip()) for part in re.split(r"/| per ", words))
     if exponent:
         name = f"{name}^{exponent}"

@@ -59,6 +59,7 @@ UNITS = [
     ("3\\text{ hrs}", "3 \\text{ hours}", True),
     ("4 \\text{ inches}", "4\\text{ in.}", True),
     ("10\\text{ cm}^3", "10 \\text{ cubic centimeters}", True),
+    ("10\\text{ meters squared}", "10\\text{ m}^2", True),
     ("12\\,\\mathrm{cm}", "12\\text{ cm}", True),
     ("4\\text{ units}", "4\\text{ cm}", True),  # "units" names no unit of its own
     ("3+4\\mathrm{i}", "3+4i", True),  # an upright i is not a unit
