@@ -64,7 +64,7 @@ STATUSES = ("correct", "incorrect", "no_box", "timeout", "error")
 # Which rule produced ``pred``: the last box alone, a trailing run of boxes joined, or no box at all.
 RULES = ("single_box", "joined_run", "none")
 # Bump when a change to extraction or normalization can change a grade: evaluation refuses to resume across it.
-RULES_VERSION = "2"
+RULES_VERSION = "3"
 
 
 @dataclass
@@ -145,6 +145,10 @@ _LABEL_RE = re.compile(
 _MAX_LABEL_CHARS = 40
 # Longer gaps are never connective; this also bounds the regex work per gap.
 _MAX_CONNECTIVE_CHARS = 200
+# A reasoning block (Qwen3, DeepSeek-R1 style): boxes inside it are not the answer.
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+# What makes a gold several values: a comma that is not a thousands separator, `;`, `\pm`, `\mp`, "and", "or".
+_LIST_MARKER_RE = re.compile(r",(?!\d{3}(?!\d))|;|\\pm(?![A-Za-z])|\\mp(?![A-Za-z])|\b(?:and|or)\b")
 # A trailing run of more boxes than this is not one answer (e.g. a degenerate repetition): the last box counts.
 MAX_JOINED_BOXES = 12
 
@@ -244,6 +248,7 @@ def extract_boxed_answer(text: str) -> str | None:
 
     This is the single-box rule only; :func:`extract_answer` also joins a trailing run of boxes.
     """
+    text = _outside_reasoning(text)
     boxes, answers = _answer_boxes(text)
     return _box_content(text, boxes, answers[-1]).strip() if answers else None
 
@@ -293,22 +298,41 @@ def _tuple_shaped(gold: str) -> bool:
     return has_comma
 
 
+def _outside_reasoning(text: str) -> str:
+    """The part of ``text`` that can hold the answer: after the last `</think>`, and before a `<think>` that is
+    never closed (a box inside the reasoning block is not the answer)."""
+    close = text.rfind(_THINK_CLOSE)
+    if close >= 0:
+        text = text[close + len(_THINK_CLOSE) :]
+    opening = text.find(_THINK_OPEN)
+    return text if opening < 0 else text[:opening]
+
+
+def _single_valued(gold: str) -> bool:
+    """Whether ``gold`` is one value: no list comma (a thousands separator is none), `;`, `\\pm` or "and"/"or"."""
+    return bool(gold.strip()) and _LIST_MARKER_RE.search(gold.replace("{,}", "").replace(",\\!", "")) is None
+
+
 def extract_answer(completion: str, gold: str = "") -> tuple[str | None, str]:
     """The predicted answer of ``completion`` and the rule (one of :data:`RULES`) that produced it.
 
+    - Only the text outside a `<think>` block counts (see :func:`_outside_reasoning`).
     - No complete box: ``(None, "none")``.
     - The completion ends in a run of boxes separated only by connective text (`$\\boxed{-2}$ and $\\boxed{1}$`,
       `\\boxed{(2,2)} \\quad \\text{and} \\quad \\boxed{(6,2)}`, `\\boxed{1},\\boxed{2}`): the distinct parts of the
       run, joined by ", " (an unordered list), or wrapped as `(a, b)` when ``gold`` is one parenthesized tuple.
-      Rule ``"joined_run"``. A run that repeats one value (`\\boxed{17} or \\boxed{17}`) is that value.
+      Rule ``"joined_run"``. A run that repeats one value (`\\boxed{17} or \\boxed{17}`) is that value, and so is
+      the last box of a run whose ``gold`` is a single value with no comma (`\\boxed{1} and \\boxed{2}` against
+      `2`), as in the last-box rule that made MATH's answers: rule ``"single_box"``.
     - Otherwise the last box (boxes separated by reasoning: the last one wins). Rule ``"single_box"``.
     """
+    completion = _outside_reasoning(completion)
     boxes, answers = _answer_boxes(completion)
     if not answers:
         return None, "none"
     run = _trailing_run(completion, boxes, answers)
-    if len(run) == 1:
-        return _box_content(completion, boxes, run[0]).strip(), "single_box"
+    if len(run) == 1 or _single_valued(gold):
+        return _box_content(completion, boxes, run[-1]).strip(), "single_box"
     parts: list[str] = []
     seen: set[str] = set()
     floor = 0

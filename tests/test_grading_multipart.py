@@ -83,7 +83,9 @@ def test_too_long_a_run_is_not_one_answer() -> None:
     [
         ("The roots are $\\boxed{-2}$ and $\\boxed{1}$.", "-2, 1", True),
         ("The roots are $\\boxed{-2}$ and $\\boxed{1}$.", "1, -2", True),  # a list: order-free
-        ("The roots are $\\boxed{-2}$ and $\\boxed{1}$.", "1", False),
+        # Against a single value the run is not a list answer: its last box is the answer (MATH's last-box rule).
+        ("The roots are $\\boxed{-2}$ and $\\boxed{1}$.", "1", True),
+        ("The roots are $\\boxed{-2}$ and $\\boxed{1}$.", "-2", False),
         ("The roots are $\\boxed{-2}$ and $\\boxed{1}$.", "-2, 1, 3", False),
         ("\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}", "(2, 2), (6, 2)", True),
         ("\\boxed{(6, 2)} \\text{ and } \\boxed{(2, 2)}", "(2, 2), (6, 2)", True),
