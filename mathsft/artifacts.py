@@ -83,6 +83,8 @@ class EvalPrecision(TypedDict):
     dtype: str
     overall: float | None
     by_kind: dict[str, float]  # attention, mlp, embedding, norm, lm_head, other: only kinds that changed
+    base_exact: bool  # the base weights are representable in dtype (Qwen3's bf16 checkpoint): overall is in [0, ~1]
+    rounding_error: float | None  # ||kept - update|| / ||update||: ~0 survives, ~1 rounds away, > 1 cast noise
 
 
 class RunSummary(TypedDict):

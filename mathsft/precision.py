@@ -8,8 +8,11 @@ Training keeps fp32 master weights; ``run_eval.py`` loads the model in bf16 on a
 summed over the tensors of a kind (attention, mlp, embedding, norm, lm_head, other) and over all of them. About 1: the
 update survives; about 0: it rounds away. The Qwen3 checkpoints are stored in bf16, so ``cast(w_base) == w_base`` and a
 sub-resolution update gives exactly 0. A base that is not representable in the dtype (the fp32 smoke models) can give
-more than 1 for tiny updates: a few weights then cross a rounding boundary and jump a whole bf16 step, which is noise
-added by the cast rather than update kept.
+far more than 1 for tiny updates: a few weights then cross a rounding boundary and jump a whole bf16 step, which is
+noise added by the cast rather than update kept. Two more figures tell the cases apart: ``base_exact`` (every base
+weight is representable in the dtype) and ``rounding_error``, ``||(cast(w_ft) - cast(w_base)) - (w_ft - w_base)||``
+over ``||w_ft - w_base||`` (overall): about 0 when the update survives, about 1 when it rounds away, above 1 when the
+cast adds more noise than there was update.
 
 For LoRA, ``w_ft`` is the merged weight ``w_base + scale * B @ A`` (and the trainable token rows). Under FSDP the
 parameters are shards and the measurement is skipped (``measure_update_survival`` returns None).
@@ -53,6 +56,8 @@ class UpdateSurvival:
     dtype: torch.dtype = EVAL_DTYPE
     update_sq: dict[str, float] = field(default_factory=dict)
     kept_sq: dict[str, float] = field(default_factory=dict)
+    error_sq: float = 0.0  # squared norm of (what the cast keeps - the update), over all tensors
+    base_exact: bool = True  # every base weight seen is representable in ``dtype``
 
     def add(self, name: str, base: torch.Tensor, update: torch.Tensor) -> None:
         """One tensor: ``base`` the weight before training, ``update`` what training added (same shape)."""
@@ -60,20 +65,28 @@ class UpdateSurvival:
         update_sq = kept_sq = 0.0
         for base_rows, update_rows in zip(_row_chunks(base), _row_chunks(update), strict=True):
             base32, update32 = base_rows.float(), update_rows.float()
-            kept = (base32 + update32).to(self.dtype).float() - base32.to(self.dtype).float()
+            base_cast = base32.to(self.dtype).float()
+            kept = (base32 + update32).to(self.dtype).float() - base_cast
             update_sq += float(update32.double().square().sum())
             kept_sq += float(kept.double().square().sum())
+            self.error_sq += float((kept.double() - update32.double()).square().sum())
+            self.base_exact = self.base_exact and bool(torch.equal(base_cast, base32))
         if update_sq > 0.0:
             self.update_sq[kind] = self.update_sq.get(kind, 0.0) + update_sq
             self.kept_sq[kind] = self.kept_sq.get(kind, 0.0) + kept_sq
 
     def result(self) -> dict[str, Any]:
-        """``{"dtype", "overall", "by_kind"}`` (run_summary.json's ``eval_precision``); kinds with no update are left
-        out, and ``overall`` is None when nothing changed."""
+        """``{"dtype", "overall", "by_kind", "base_exact", "rounding_error"}`` (run_summary.json's
+        ``eval_precision``); kinds with no update are left out, ``overall`` is None when nothing changed."""
         by_kind = {kind: _ratio(self.kept_sq[kind], total) for kind, total in sorted(self.update_sq.items())}
         total = sum(self.update_sq.values())
-        overall = _ratio(sum(self.kept_sq.values()), total) if total > 0 else None
-        return {"dtype": str(self.dtype).removeprefix("torch."), "overall": overall, "by_kind": by_kind}
+        return {
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "overall": _ratio(sum(self.kept_sq.values()), total) if total > 0 else None,
+            "by_kind": by_kind,
+            "base_exact": self.base_exact,
+            "rounding_error": _ratio(self.error_sq, total) if total > 0 else None,
+        }
 
 
 def _ratio(kept_sq: float, update_sq: float) -> float:

@@ -47,6 +47,8 @@ def test_hand_computation():
     assert result["dtype"] == "bfloat16"
     assert result["by_kind"] == {"mlp": pytest.approx(expected, abs=1e-6)}
     assert result["overall"] == pytest.approx(expected, abs=1e-6)
+    assert result["base_exact"] is True
+    assert result["rounding_error"] == pytest.approx(math.sqrt(2.0**-20 / (0.5**2 + 2.0**-20)), abs=1e-6)
 
 
 def test_an_update_below_bf16_resolution_rounds_away_and_a_big_one_survives():
@@ -60,6 +62,18 @@ def test_an_update_below_bf16_resolution_rounds_away_and_a_big_one_survives():
     assert by_kind["mlp"] == pytest.approx(1.0, abs=0.01)
 
 
+def test_a_base_off_the_bf16_grid_shows_rounding_noise_not_survival():
+    """Tiny updates of fp32 weights (the smoke models): a few weights jump a whole bf16 step, so the cast difference is
+    larger than the update; base_exact and rounding_error say that this is noise."""
+    torch.manual_seed(0)
+    base = torch.randn(256, 64)
+    survival = UpdateSurvival(torch.bfloat16)
+    survival.add("model.layers.0.mlp.up_proj.weight", base, base.abs() * 1e-5)
+    result = survival.result()
+    assert result["base_exact"] is False
+    assert result["overall"] > 3 and result["rounding_error"] > 3
+
+
 def test_kinds_without_update_are_left_out_and_fp32_keeps_everything():
     base = torch.randn(8, 8)
     survival = UpdateSurvival(torch.float32)
@@ -67,7 +81,8 @@ def test_kinds_without_update_are_left_out_and_fp32_keeps_everything():
     survival.add("model.embed_tokens.weight", base, torch.full((8, 8), 1e-3))
     result = survival.result()
     assert result["by_kind"] == {"embedding": pytest.approx(1.0, abs=1e-3)}
-    assert UpdateSurvival().result() == {"dtype": "bfloat16", "overall": None, "by_kind": {}}
+    assert UpdateSurvival().result() == {
+        "dtype": "bfloat16", "overall": None, "by_kind": {}, "base_exact": True, "rounding_error": None}
 
 
 class _Tiny(nn.Module):
