@@ -105,7 +105,6 @@ def test_full_fine_tuning_is_measured_against_the_base_checkpoint(tmp_path):
     assert result["by_kind"] == {"attention": 0.0, "norm": 1.0}
 
 
-@pytest.mark.slow  # loads PEFT and the smoke model: seconds on a busy machine
 def test_lora_is_measured_on_the_merged_weight_and_the_trainable_token_rows():
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
