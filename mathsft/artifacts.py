@@ -79,6 +79,16 @@ class EpochRecord(TypedDict, total=False):
     peak_rss_gib: float
 
 
+class EvalPrecision(TypedDict):
+    """Share of the fine-tuning update that survives the cast to the evaluation dtype (``mathsft.precision``)."""
+
+    dtype: str
+    overall: float | None
+    by_kind: dict[str, float]  # attention, mlp, embedding, norm, lm_head, other: only kinds that changed
+    base_exact: bool  # the base weights are representable in dtype (Qwen3's bf16 checkpoint): overall is in [0, ~1]
+    rounding_error: float | None  # ||kept - update|| / ||update||: ~0 survives, ~1 rounds away, > 1 cast noise
+
+
 class RunSummary(TypedDict):
     """``run_summary.json`` of a training run (written by ``mathsft.training``)."""
 
@@ -103,6 +113,9 @@ class RunSummary(TypedDict):
     diverged: bool
     diverged_step: int | None
     finished_at: str
+    lora_trainable_tokens: list[str]  # [] without LoRA; older summaries lack these three keys
+    lora_trainable_token_ids: list[int]
+    eval_precision: EvalPrecision | None  # None: not measured (interrupted, diverged, FSDP)
 
 
 class GroupAccuracy(TypedDict, total=False):

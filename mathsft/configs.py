@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -87,6 +88,14 @@ class MathSFTConfig(SFTConfig):
         metadata={"help": "DDP: search for parameters unused in the forward pass (only models with such branches)."},
     )
 
+    # Qwen3-Base never trained <|im_end|>: full fine-tuning learns its embedding row (tied to the LM head), LoRA on
+    # linear layers cannot, unless that row trains too (PEFT's trainable_token_indices).
+    lora_trainable_tokens: list[str] = field(
+        default_factory=list,
+        metadata={"help": "With use_peft: tokens whose embedding (and LM-head) rows train fully, e.g. '<|im_end|>'; "
+                  "'[]' for none."},
+    )
+
     overwrite: bool = field(
         default=False,
         metadata={"help": "Start over in an output_dir that holds another run (its old results are removed first)."},
@@ -98,7 +107,23 @@ class MathSFTConfig(SFTConfig):
         # fp16 autocast on GPUs without bf16 (T4, V100); master weights stay fp32 either way.
         if self.bf16 and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
             self.bf16, self.fp16 = False, True
+        self.lora_trainable_tokens = token_list(self.lora_trainable_tokens)
         super().__post_init__()
+
+
+def token_list(value: Any) -> list[str]:
+    """``lora_trainable_tokens`` as a list: the command line may give it as JSON (``'[]'``, ``'["<|im_end|>"]'``)."""
+    if isinstance(value, str):
+        value = [value]
+    value = list(value or [])
+    if len(value) == 1 and isinstance(value[0], str) and value[0].strip().startswith("["):
+        try:
+            value = json.loads(value[0])
+        except json.JSONDecodeError as err:
+            raise UserError(f"lora_trainable_tokens: {value[0]!r} is not a JSON list") from err
+    if not isinstance(value, list) or not all(isinstance(token, str) and token for token in value):
+        raise UserError(f"lora_trainable_tokens must be a list of token strings, got {value!r}")
+    return value
 
 
 # transformers/TRL fields that this project replaces or does not honour: setting one is an error pointing to ours.
@@ -183,6 +208,7 @@ def validate_args(data_args: DataArguments, training_args: MathSFTConfig, model_
             if f.name.startswith(("lora_", "use_rslora", "use_dora"))
             and getattr(model_args, f.name) != getattr(defaults, f.name)
         ]
+        changed += ["lora_trainable_tokens"] if training_args.lora_trainable_tokens else []
         if changed:
             raise UserError(
                 f"{', '.join(changed)} set but use_peft is false: full fine-tuning with {training_args.optimizer} "

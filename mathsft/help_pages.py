@@ -29,6 +29,7 @@ TRAIN_HELP = CommandHelp(
             Option("optimizer", "adamw|sgd", "optimizer of the trainable weights (LoRA trains with adamw)"),
             Option("use_peft", "true|false", "LoRA adapters instead of full fine-tuning"),
             Option("lora_r", "N", "LoRA rank (with --use_peft true; lora_alpha scales the update)"),
+            Option("lora_trainable_tokens", "JSON", "LoRA: tokens whose embedding rows train too ('[]': none)"),
         )),
         ("schedule", (
             Option("learning_rate", "LR", "peak learning rate (the recipes: cosine decay after 3% warm-up)"),

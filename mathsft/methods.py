@@ -25,7 +25,7 @@ OptimizerBuilder = Callable[[list[dict[str, Any]], Any, bool], "torch.optim.Opti
 # Keys every recipe of a profile shares except these: the method's identity and where its run goes.
 IDENTITY_KEYS = ("optimizer", "use_peft", "output_dir", "run_name")
 ADAM_KEYS = ("adam_beta1", "adam_beta2", "adam_epsilon")
-LORA_KEYS = ("use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
+LORA_KEYS = ("use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_trainable_tokens")
 
 
 def build_adamw(param_groups: list[dict[str, Any]], args: Any, fused: bool) -> torch.optim.Optimizer:

@@ -41,6 +41,7 @@ from mathsft.identity import exclusive_output
 from mathsft.methods import Method, method_for
 from mathsft.optimizers import build_optimizer, count_parameters, optimizer_parameter_ids
 from mathsft.paths import looks_like_local_path
+from mathsft.precision import measure_update_survival
 from mathsft.template import CHAT_TEMPLATE_KWARGS, build_example, chat_template_error, render_chat
 from mathsft.tensor_files import check_tensor_files, is_unreadable_weights, weights_error
 
@@ -175,6 +176,35 @@ def load_tokenizer(model_args: ModelConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def trainable_token_ids(tokenizer: PreTrainedTokenizerBase, tokens: list[str]) -> list[int]:
+    """The vocabulary ids of ``lora_trainable_tokens``; a string that is not one token of the vocabulary is an error."""
+    vocab = tokenizer.get_vocab()
+    unknown = [token for token in tokens if token not in vocab]
+    if unknown:
+        raise UserError(f"lora_trainable_tokens: {', '.join(map(repr, unknown))} is not a single token of the "
+                        "model's vocabulary (use special tokens such as '<|im_end|>')")  # fmt: skip
+    return sorted({vocab[token] for token in tokens})
+
+
+def trainable_token_targets(model: PreTrainedModel, token_ids: list[int]) -> dict[str, list[int]]:
+    """PEFT's ``trainable_token_indices``: the rows of the input embedding and of the LM head. Full fine-tuning updates
+    both; with tied weights (Qwen3-0.6B) PEFT trains the one shared row and ties the head's to it."""
+    names = {id(module): name for name, module in model.named_modules()}
+    layers = [model.get_input_embeddings(), model.get_output_embeddings()]
+    return {names[id(layer)].rsplit(".", 1)[-1]: list(token_ids) for layer in layers if layer is not None}
+
+
+def expose_head_bias(model: torch.nn.Module) -> None:
+    """TRL's fused LM-head loss reads ``lm_head.bias``; PEFT's trainable-token wrapper of the head forwards only
+    ``weight`` (its merged rows), so give it the wrapped head's bias (None for Qwen3)."""
+    from peft.utils.other import TrainableTokensWrapper
+
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if get_head is not None else None
+    if isinstance(head, TrainableTokensWrapper) and "bias" not in vars(head):
+        object.__setattr__(head, "bias", head.token_adapter.base_layer.bias)  # a plain attribute, not a parameter
+
+
 def load_model(model_args: ModelConfig) -> PreTrainedModel:
     from mathsft.kernels import attention_to_load, use_attention
 
@@ -225,6 +255,7 @@ class MathSFTTrainer(SFTTrainer):
     divergence: DivergenceGuard | None = None
     identity: dict[str, Any] | None = None  # marks each saved checkpoint as complete (mathsft.run_dir)
     method: Method | None = None  # set by build_trainer; else derived from the model (a PEFT model is LoRA)
+    lora_trainable_token_ids: list[int] = []  # noqa: RUF012  # replaced per trainer by build_trainer
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
         num_tokens = inputs.pop(NUM_TOKENS_KEY, None)
@@ -332,12 +363,15 @@ def build_trainer(
     if model_args.use_peft and model_args.lora_target_modules is None:
         model_args.lora_target_modules = list(ALL_LINEAR_PROJECTIONS)
     tokenizer = load_tokenizer(model_args)
+    token_ids = trainable_token_ids(tokenizer, training_args.lora_trainable_tokens)
     data = prepare_datasets(data_args, training_args, tokenizer)
     model = load_model(model_args)
     peft_config = get_peft_config(model_args)
     if peft_config is not None:
         lora = cast(Any, peft_config)  # get_peft_config builds a LoraConfig
         lora.target_modules = lora_targets(model, lora.target_modules)
+        if token_ids:  # the end-of-turn row LoRA on linear layers cannot reach
+            lora.trainable_token_indices = trainable_token_targets(model, token_ids)
 
     output_dir = output_path(training_args)
     interrupt = GracefulInterruptCallback()
@@ -353,6 +387,8 @@ def build_trainer(
         )
     except jinja2.TemplateError as err:  # TRL renders every prompt again to tokenize it
         raise chat_template_error(tokenizer, err, "a training example") from err
+    trainer.lora_trainable_token_ids = token_ids
+    expose_head_bias(cast(torch.nn.Module, trainer.model))
     if training_args.packing and not uses_varlen_flash_attention(model_args.attn_implementation):
         multiple = cast(int | None, training_args.pad_to_multiple_of)
         trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id, multiple)
@@ -414,6 +450,7 @@ def build_run_summary(
     model_args: ModelConfig,
     total_time_s: float,
     interrupted: bool,
+    eval_precision: artifacts.EvalPrecision | None = None,
 ) -> artifacts.RunSummary:
     divergence = trainer.divergence
     trainable, total = count_parameters(cast(torch.nn.Module, trainer.model))
@@ -442,6 +479,9 @@ def build_run_summary(
         "diverged": bool(divergence and divergence.step is not None),
         "diverged_step": divergence.step if divergence else None,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "lora_trainable_tokens": list(training_args.lora_trainable_tokens) if method.peft else [],
+        "lora_trainable_token_ids": list(trainer.lora_trainable_token_ids) if method.peft else [],
+        "eval_precision": eval_precision,
     }
 
 
@@ -499,8 +539,13 @@ def _train(
     if not (interrupted or diverged):  # a half-trained or NaN model is never saved as the final one
         with saving(output_dir / "model.safetensors", RESUME_TO_FINISH):
             trainer.save_model(str(output_dir))
+    precision = None
+    if trainer.is_world_process_zero() and not (interrupted or diverged):
+        precision = cast(artifacts.EvalPrecision | None, measure_update_survival(
+            cast(torch.nn.Module, trainer.model), model_args.model_name_or_path, bool(model_args.use_peft)))
+        logger.info("eval precision (share of the update that survives the cast): %s", json.dumps(precision))
     summary = build_run_summary(
-        trainer, data, perf, data_args, training_args, model_args, time.perf_counter() - start, interrupted
+        trainer, data, perf, data_args, training_args, model_args, time.perf_counter() - start, interrupted, precision
     )
     if trainer.is_world_process_zero():
         with saving(output_dir / artifacts.TRAINER_STATE, RESUME_TO_FINISH):

@@ -77,6 +77,10 @@ def test_summary_has_every_field(smoke_run):
     assert summary["hyperparameters"]["optimizer"] == ("adamw" if method == "lora" else method)
     assert summary["dropped_examples"] == 0
     assert {"torch", "transformers", "trl", "peft"} <= summary["versions"].keys()
+    precision = summary["eval_precision"]  # share of the update that survives the cast to bf16
+    assert precision["dtype"] == "bfloat16" and precision["overall"] > 0
+    assert {"attention", "mlp", "embedding"} <= precision["by_kind"].keys()
+    assert summary["lora_trainable_tokens"] == (["<|im_end|>"] if method == "lora" else [])
     assert (output_dir / "validation_ids.json").exists()
     assert len(json.loads((output_dir / "validation_ids.json").read_text())) == 32  # max_eval_samples
 
@@ -102,13 +106,14 @@ def test_the_right_weights_change(smoke_run):
     from transformers import AutoModelForCausalLM
 
     adapter = load_file(output_dir / "adapter_model.safetensors")
-    assert adapter and all("lora_" in name for name in adapter)
+    # Adapters, plus the end-of-turn token's row (lora_trainable_tokens; tests/test_lora_tokens.py checks the rows).
+    assert adapter and all("lora_" in name or "trainable_tokens_delta" in name for name in adapter)
     assert any(name.endswith("lora_B.weight") and adapter[name].abs().sum() > 0 for name in adapter)  # B starts at 0
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(SMOKE_TASK_MODEL), output_dir)
     for name, param in model.get_base_model().named_parameters():
-        if "lora_" in name:
+        if "lora_" in name or "token_adapter.trainable_tokens" in name:
             continue
-        key = name.replace("base_layer.", "")
+        key = name.replace("base_layer.", "").replace("token_adapter.", "")
         assert torch.equal(param.detach(), base[key]), f"LoRA changed the base weight {key}"
 
 
