@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypedDict, cast, get_args, get_origin, get_type_hints
+from typing import IO, Any, NotRequired, TypedDict, cast, get_args, get_origin, get_type_hints
 
 from mathsft.errors import UserError
 
@@ -113,9 +113,10 @@ class RunSummary(TypedDict):
     diverged: bool
     diverged_step: int | None
     finished_at: str
-    lora_trainable_tokens: list[str]  # [] without LoRA; older summaries lack these three keys
-    lora_trainable_token_ids: list[int]
-    eval_precision: EvalPrecision | None  # None: not measured (interrupted, diverged, FSDP)
+    # Older summaries lack these three keys: optional, so that their runs still read as valid.
+    lora_trainable_tokens: NotRequired[list[str]]  # [] without LoRA
+    lora_trainable_token_ids: NotRequired[list[int]]
+    eval_precision: NotRequired[EvalPrecision | None]  # None: not measured (interrupted, diverged, FSDP)
 
 
 class GroupAccuracy(TypedDict, total=False):
