@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NotRequired, TypedDict, cast, get_args, get_origin, get_type_hints
+from typing import IO, Any, TypedDict, cast, get_args, get_origin, get_type_hints
 
 from mathsft.errors import UserError
 
@@ -89,8 +89,8 @@ class EvalPrecision(TypedDict):
     rounding_error: float | None  # ||kept - update|| / ||update||: ~0 survives, ~1 rounds away, > 1 cast noise
 
 
-class RunSummary(TypedDict):
-    """``run_summary.json`` of a training run (written by ``mathsft.training``)."""
+class _RunSummaryKeys(TypedDict):
+    """The keys every ``run_summary.json`` has."""
 
     method: str
     hyperparameters: dict[str, Any]
@@ -113,10 +113,16 @@ class RunSummary(TypedDict):
     diverged: bool
     diverged_step: int | None
     finished_at: str
-    # Older summaries lack these three keys: optional, so that their runs still read as valid.
-    lora_trainable_tokens: NotRequired[list[str]]  # [] without LoRA
-    lora_trainable_token_ids: NotRequired[list[int]]
-    eval_precision: NotRequired[EvalPrecision | None]  # None: not measured (interrupted, diverged, FSDP)
+
+
+class RunSummary(_RunSummaryKeys, total=False):
+    """``run_summary.json`` of a training run (written by ``mathsft.training``). Summaries written before these keys
+    existed lack them: optional, so that those runs still read as valid (``NotRequired`` is not seen through
+    ``from __future__ import annotations`` on Python 3.10/3.11)."""
+
+    lora_trainable_tokens: list[str]  # [] without LoRA
+    lora_trainable_token_ids: list[int]
+    eval_precision: EvalPrecision | None  # None: not measured (interrupted, diverged, FSDP)
 
 
 class GroupAccuracy(TypedDict, total=False):
