@@ -161,7 +161,8 @@ def _fake_finished_study(argv: list[str], finals: dict[str, float]) -> Study:
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    files = [path for path in root.rglob("*") if path.is_file()]
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
 
 
 def test_a_study_refused_at_a_best_run_evaluation_writes_nothing(capsys, tmp_path: Path) -> None:
