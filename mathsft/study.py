@@ -200,11 +200,12 @@ class Study:
             "method": run.method if run else None, "seed": run.seed if run else None, "step": step,
         }  # fmt: skip
         if run_dir is None:
-            model_args = ["--model", self.base_model()]
+            model_args, description = ["--model", self.base_model()], "eval base"
         else:
             summary = artifacts.read_run_summary(run_dir)
             hyper = summary["hyperparameters"] if summary else {}
             weights = run_dir if step is None else run_dir / f"{artifacts.CHECKPOINT_PREFIX}{step}"
+            description = f"eval {name} ({weights.relative_to(run_dir.parent)})"
             if hyper.get("use_peft"):
                 model_args = ["--model", str(hyper["model_name_or_path"]), "--adapter", str(weights)]
             else:
@@ -217,10 +218,6 @@ class Study:
         args = [*model_args, "--output", str(directory), *overrides_to_args(settings)]
         display = ["python", EVAL_SCRIPT, *args]
         record["command"] = display
-        scored = (
-            "" if run_dir is None else run_dir.name + ("" if step is None else f"/{artifacts.CHECKPOINT_PREFIX}{step}")
-        )
-        description = "eval base" if run_dir is None else f"eval {name} ({scored})"
         command = [sys.executable, str(REPO_ROOT / EVAL_SCRIPT), *args]
         return Stage("eval", name, description, directory, record, command, display)
 
