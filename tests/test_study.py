@@ -27,7 +27,7 @@ RUNS = ["adamw-lr3e-4", "adamw-lr1e-3", "sgd-lr0.1", "sgd-lr0.3", "lora-lr3e-3",
 def _study(tmp_path: Path, *extra: str):
     return run_cli(
         "run_study.py", "--config", "studies/smoke.yaml", "--study_dir", str(tmp_path / "study"),
-        "--report_dir", str(tmp_path / "report"), *SHORTEN, *extra,
+        "--report_dir", str(tmp_path / "report"), *SHORTEN, *extra, timeout=1800,
     )  # fmt: skip
 
 
