@@ -414,10 +414,12 @@ def format_lr(lr: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-def run_name(method: str, learning_rate: float, lora_r: int | None = None) -> str:
-    """A study's training-run folder name: ``sgd-lr0.1``, ``lora-lr2e-4-r8``."""
+def run_name(method: str, learning_rate: float, lora_r: int | None = None, seed: int | None = None) -> str:
+    """A study's training-run folder name: ``sgd-lr0.1``, ``lora-lr2e-4-r8``, ``adamw-lr1e-5-seed2`` (with seeds)."""
     name = f"{method}-lr{format_lr(learning_rate)}"
-    return f"{name}-r{lora_r}" if lora_r is not None else name
+    if lora_r is not None:
+        name += f"-r{lora_r}"
+    return f"{name}-seed{seed}" if seed is not None else name
 
 
 # ---- the best run ------------------------------------------------------------------------------------------------
@@ -426,7 +428,9 @@ BEST_RULE = (
     "For each method, the best run is the one with the lowest *final* validation loss (the last `eval_loss` entry "
     "of its `run_summary.json`, measured at the end of training). Interrupted runs and runs whose final validation "
     "loss is missing or not finite (diverged) are not eligible; ties go to the smaller learning rate. Only the best "
-    "run of each method is evaluated on the benchmark."
+    "run of each method is evaluated on the benchmark. With several seeds, a learning rate (grid point) is scored by "
+    "the mean final validation loss over its seeds, and is eligible only if every seed finished with a finite one; "
+    "the runs of the best grid point, one per seed, are evaluated."
 )
 
 
@@ -450,28 +454,32 @@ def select_best(candidates: Sequence[tuple[str, RunSummary | None]]) -> str | No
     return min(eligible)[3] if eligible else None
 
 
-def select_best_grid_point(
-    grid: Mapping[Any, Sequence[tuple[str, RunSummary | None]]],
-) -> Any | None:
-    """The key of the best grid point among ``{key: [(run name, run_summary) of each seed], ...}``, None if none is
-    eligible.
+# A grid point of a method's search: (learning rate, LoRA rank or None). Its runs differ only by their seed. The
+# report may add a third item to keep apart runs of one rate that are not seeds of one point (loose run folders).
+GridPoint = tuple[Any, ...]
 
-    A grid point (one learning rate, and LoRA rank) is scored by the mean final validation loss over its seeds; it is
-    eligible only when every one of its seeds finished (not interrupted) with a finite final validation loss. Ties
-    go to the smaller learning rate, then the smaller rank. With one seed per grid point this picks exactly the run
-    :func:`select_best` picks.
-    """
-    eligible = []
-    for key, seeds in grid.items():
-        losses = [final_val_loss(summary) for _, summary in seeds]
-        summaries = [summary for _, summary in seeds]
-        if not seeds or any(s is None or s.get("interrupted") for s in summaries) or None in losses:
-            continue
-        hyper = cast(RunSummary, summaries[0]).get("hyperparameters", {})
-        mean = math.fsum(cast(list[float], losses)) / len(losses)
-        names = sorted(name for name, _ in seeds)
-        eligible.append((mean, hyper.get("learning_rate") or 0.0, hyper.get("lora_r") or 0, names, key))
-    return min(eligible, key=lambda item: item[:4])[4] if eligible else None
+
+def grid_point_losses(runs: Iterable[tuple[GridPoint, RunSummary | None]]) -> dict[GridPoint, float | None]:
+    """Each grid point's mean final validation loss over its runs (seeds); None when any of its runs is missing,
+    interrupted or has no finite final validation loss, so a grid point is never scored on its lucky seeds only."""
+    losses: dict[GridPoint, list[float | None]] = {}
+    for point, summary in runs:
+        loss = None if summary is None or summary.get("interrupted") else final_val_loss(summary)
+        losses.setdefault(point, []).append(loss)
+    return {
+        point: None if any(v is None for v in values) else math.fsum(cast(list[float], values)) / len(values)
+        for point, values in losses.items()
+    }
+
+
+def select_best_grid_point(runs: Iterable[tuple[GridPoint, RunSummary | None]]) -> GridPoint | None:
+    """The best grid point of one method's ``(grid point, run_summary)`` pairs, one pair per run (seed): the lowest
+    mean final validation loss among the eligible points (see ``grid_point_losses``); ties go to the smaller rate,
+    then the smaller rank. None if no point is eligible. With one run per point this is :func:`select_best`'s pick.
+    The study and the report both pick with this function, so they never disagree."""
+    scored = [(loss, point[0], point[1] or 0, point) for point, loss in grid_point_losses(runs).items()]
+    eligible = [entry for entry in scored if entry[0] is not None]
+    return min(eligible, key=lambda entry: entry[:3])[3] if eligible else None
 
 
 # ---- records of runs and evaluations, as the study and the report see them ---------------------------------------

@@ -111,8 +111,8 @@ GRADE_HELP = CommandHelp(
 
 STUDY_HELP = CommandHelp(
     usage="python run_study.py --config studies/NAME.yaml [--option value ...]",
-    description="The whole study: train every method at each learning rate of its grid, evaluate the base model and\n"
-    "each method's best run on MATH-500, write the report. Rerunning the same command skips finished stages.",
+    description="The whole study: train every method at each learning rate of its grid (and seed), evaluate the base\n"
+    "model and each method's best run(s) on MATH-500, write the report. Rerunning it skips finished stages.",
     config="the study: studies/{qwen3-0.6b-base,qwen3-0.6b-base-16gb,smoke}.yaml",
     sections=(
         ("what runs", (
@@ -120,7 +120,9 @@ STUDY_HELP = CommandHelp(
             Option("recipes", "JSON", "train_sft.py recipe per method, e.g. '{\"lora\": \"recipes/x.yaml\"}'"),
             Option("learning_rates", "JSON", "grid per method, e.g. '{\"sgd\": [0.01, 0.02]}'"),
             Option("train_overrides", "JSON", "train_sft.py options for every run, e.g. '{\"max_steps\": 50}'"),
+            Option("seeds", "JSON", "training seeds, e.g. '[1, 2]': every learning rate once per seed"),
             Option("evaluation", "JSON", "run_eval.py options, merged key by key, e.g. '{\"limit\": 100}'"),
+            Option("eval_checkpoints", "true|false", "also evaluate every checkpoint of the best runs (by step)"),
         )),
         ("where and how", (
             Option("study_dir", "DIR", "train/, eval/ and the stage logs"),
@@ -133,6 +135,7 @@ STUDY_HELP = CommandHelp(
     examples=(
         "python run_study.py --config studies/smoke.yaml                  # tiny model, CPU, a few minutes",
         "python run_study.py --config studies/qwen3-0.6b-base-16gb.yaml --dry_run true",
+        "python run_study.py --config studies/smoke.yaml --seeds '[1, 2]' --eval_checkpoints true",
     ),
-    notes=("More: docs/study.md.",),
+    notes=("More (and the protocol: what is tuned, averaged, paired): docs/study.md.",),
 )

@@ -237,11 +237,12 @@ def best_grid_points(runs: list[TrainRecord]) -> dict[str, GridPoint]:
     best = {}
     points = grid_points(runs)
     for method in sorted({p.method for p in points}):
-        grid = {i: [(r.name, None if divergence(r.summary) else r.summary) for r in p.runs]
-                for i, p in enumerate(points) if p.method == method}  # fmt: skip
-        key = artifacts.select_best_grid_point(grid)
+        # (rate, rank, index): the index keeps apart points of one rate that are not seeds of one point
+        pairs = [((p.learning_rate or 0.0, p.lora_r, i), None if divergence(r.summary) else r.summary)
+                 for i, p in enumerate(points) if p.method == method for r in p.runs]  # fmt: skip
+        key = artifacts.select_best_grid_point(pairs)
         if key is not None:
-            best[method] = points[key]
+            best[method] = points[key[2]]
     return best
 
 

@@ -5,6 +5,7 @@ Per-method settings are mappings keyed by the method names of the registry (``ma
 
     recipes: {adamw: recipes/smoke/adamw.yaml, sgd: recipes/smoke/sgd.yaml, lora: recipes/smoke/lora.yaml}
     learning_rates: {sgd: [0.1, 0.3]}      # a grid per method; without one, the recipe's rate
+    seeds: [1, 2]                          # each grid point trained once per seed (default: the recipe's seed)
     evaluation: {dataset: assets/smoke/data, max_new_tokens: 48}   # run_eval.py options
 
 A mapping given on the command line as JSON (``--evaluation '{"limit": 8}'``) is merged key by key into the config
@@ -58,6 +59,13 @@ class StudyConfig:
         default=None,
         metadata={"help": "train_sft.py options applied to every run: a YAML mapping, or JSON on the command line."},
     )
+    seeds: list[int] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Training seeds, e.g. [1, 2] (JSON on the CLI): each grid point is trained once per seed; "
+            "the data split (split_seed) stays fixed. Default: one run at the recipe's seed."
+        },
+    )
 
     # ---- Launcher ----
     launcher: str = field(
@@ -82,6 +90,13 @@ class StudyConfig:
     dry_run: bool = field(default=False, metadata={"help": "Print the plan and the commands, run nothing."})
     stream: bool = field(default=False, metadata={"help": "Also echo every stage's output on the console."})
     log_scale: bool = field(default=False, metadata={"help": "Log-scale loss axes in the report's figures."})
+    eval_checkpoints: bool = field(
+        default=False,
+        metadata={
+            "help": "Also evaluate every saved checkpoint of each method's best run(s) (accuracy by step); "
+            "the training runs then keep all their checkpoints."
+        },
+    )
 
     @property
     def report_path(self) -> Path:
@@ -103,6 +118,11 @@ class StudyConfig:
     @property
     def overrides(self) -> dict[str, Any]:
         return dict(self.train_overrides or {})  # type: ignore[arg-type]
+
+    @property
+    def seed_list(self) -> list[int | None]:
+        """The seeds of every grid point: ``[None]`` (the recipe's seed, today's run names) without ``seeds``."""
+        return list(self.seeds) if self.seeds else [None]  # type: ignore[arg-type]
 
 
 def parse_study_args(argv: list[str] | None = None) -> StudyConfig:
@@ -186,8 +206,12 @@ def normalize_config(config: StudyConfig) -> None:
     if config.lora_ranks is not None:
         config.lora_ranks = _numbers(config.lora_ranks, int, "lora_ranks")
 
+    config.seeds = _seeds(config.seeds)
     overrides = _mapping(config.train_overrides, "train_overrides")
-    _check_overrides(overrides, ranks=config.lora_ranks is not None)
+    reserved = {"lora_r", "lora_alpha"} if config.lora_ranks is not None else set()
+    reserved |= {"seed"} if config.seeds else set()
+    reserved |= {"save_total_limit"} if config.eval_checkpoints else set()  # every checkpoint is kept then
+    _check_overrides(overrides, reserved)
     config.train_overrides = overrides
     _check_launcher(config)
 
@@ -212,11 +236,36 @@ def _check_launcher(config: StudyConfig) -> None:
             raise UserError(f"accelerate config not found: {config.accelerate_config}")
 
 
-def _check_overrides(overrides: dict[str, Any], ranks: bool) -> None:
+MAX_SEED = 2**32 - 1  # numpy's seed range, which transformers' set_seed also seeds
+
+
+def _seeds(value: Any) -> list[int] | None:
+    """``[1, 2]`` from YAML, or JSON text (``'[1, 2]'``, ``'3'``) from the command line: distinct integers."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except json.JSONDecodeError as err:
+            raise UserError(f"seeds is not a JSON list of integers, e.g. '[1, 2]': {err.msg}") from err
+        if value is None:
+            return None
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise UserError("seeds is empty; leave it out to train each grid point once at the recipe's seed")
+    for seed in values:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise UserError(f"seeds: {seed!r} is not an integer between 0 and {MAX_SEED}")
+    if len(set(values)) != len(values):
+        raise UserError(f"seeds lists a seed twice: {values}")
+    return list(values)
+
+
+def _check_overrides(overrides: dict[str, Any], study_owned: set[str]) -> None:
     from mathsft.configs import REPLACED_FIELDS
     from mathsft.recipes import training_keys
 
-    reserved = RESERVED_OVERRIDES | ({"lora_r", "lora_alpha"} if ranks else set())
+    reserved = RESERVED_OVERRIDES | study_owned
     for key, value in overrides.items():
         if key in reserved:
             raise UserError(f"train_overrides may not set '{key}': the study sets it for every run")

@@ -80,20 +80,25 @@ def _summary(lr: float, final: float, **kw: Any) -> Any:
     return run_summary("adamw", lr=lr, val=(5.0, final), **kw)
 
 
+def _pairs(grid: dict[str, list[tuple[str, Any]]]) -> list[tuple[Any, Any]]:
+    """``{point: [(run, summary) of each seed]}`` as the one-pair-per-run form ``select_best_grid_point`` takes."""
+    return [(point, summary) for point, seeds in grid.items() for _, summary in seeds]
+
+
 def test_best_grid_point_is_chosen_on_the_seed_mean() -> None:
     grid = {
-        "lr1": [("lr1-s1", _summary(1e-5, 0.80)), ("lr1-s2", _summary(1e-5, 0.90))],  # mean 0.85
-        "lr3": [("lr3-s1", _summary(3e-5, 0.70)), ("lr3-s2", _summary(3e-5, 1.10))],  # mean 0.90, best single run
+        (1e-5, None): [("lr1-s1", _summary(1e-5, 0.80)), ("lr1-s2", _summary(1e-5, 0.90))],  # mean 0.85
+        (3e-5, None): [("lr3-s1", _summary(3e-5, 0.70)), ("lr3-s2", _summary(3e-5, 1.10))],  # best single run
     }
-    assert select_best_grid_point(grid) == "lr1"
-    grid["lr3"][1] = ("lr3-s2", _summary(3e-5, 0.95))  # mean 0.825
-    assert select_best_grid_point(grid) == "lr3"
-    grid["lr3"][1] = ("lr3-s2", _summary(3e-5, math.nan))  # one seed without a finite final loss: not eligible
-    assert select_best_grid_point(grid) == "lr1"
-    grid["lr1"][0] = ("lr1-s1", None)  # one seed never finished
-    assert select_best_grid_point(grid) is None
-    tie = {"b": [("b", _summary(3e-5, 1.0))], "a": [("a", _summary(1e-5, 1.0))]}
-    assert select_best_grid_point(tie) == "a"  # ties: the smaller rate
+    assert select_best_grid_point(_pairs(grid)) == (1e-5, None)
+    grid[(3e-5, None)][1] = ("lr3-s2", _summary(3e-5, 0.95))  # mean 0.825
+    assert select_best_grid_point(_pairs(grid)) == (3e-5, None)
+    grid[(3e-5, None)][1] = ("lr3-s2", _summary(3e-5, math.nan))  # one seed without a finite final loss
+    assert select_best_grid_point(_pairs(grid)) == (1e-5, None)
+    grid[(1e-5, None)][0] = ("lr1-s1", None)  # one seed never finished
+    assert select_best_grid_point(_pairs(grid)) is None
+    tie = [((3e-5, None), _summary(3e-5, 1.0)), ((1e-5, None), _summary(1e-5, 1.0))]
+    assert select_best_grid_point(tie) == (1e-5, None)  # ties: the smaller rate
 
 
 def test_one_seed_picks_what_select_best_picks() -> None:
@@ -103,8 +108,10 @@ def test_one_seed_picks_what_select_best_picks() -> None:
                       for i, (lr, loss, stop) in enumerate(zip(rng.choice([1e-5, 3e-5, 1e-4], 4),
                                                                rng.choice([0.5, 0.7, math.nan], 4),
                                                                rng.random(4) < 0.2, strict=True))]  # fmt: skip
-        by_point = select_best_grid_point({name: [(name, s)] for name, s in candidates})
-        assert by_point == select_best(candidates)
+        # the report's keys: (rate, rank, index), one point per run when the runs are not seeds of one point
+        keyed = [((s["hyperparameters"]["learning_rate"], None, i), s) for i, (_, s) in enumerate(candidates)]
+        by_point = select_best_grid_point(keyed)
+        assert (by_point and candidates[by_point[2]][0]) == select_best(candidates)
 
 
 # ---- a seeded study --------------------------------------------------------------------------------------------------

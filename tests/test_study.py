@@ -16,18 +16,18 @@ from mathsft.report import missing_cells
 from mathsft.study import describe_changes, overrides_to_args
 
 # The smoke study as committed, made shorter for the test: 4 steps per epoch, 8 evaluation problems. It still runs
-# every stage: 4 trainings (two SGD learning rates), base + 3 evaluations, the report.
+# every stage: 6 trainings (two learning rates per method), base + 3 evaluations, the report.
 SHORTEN = [
     "--train_overrides", json.dumps({"max_train_samples": 64, "max_eval_samples": 16, "logging_steps": 1}),
     "--evaluation", json.dumps({"limit": 8}),
 ]  # fmt: skip
-RUNS = ["adamw-lr1e-3", "sgd-lr0.1", "sgd-lr0.3", "lora-lr0.01"]
+RUNS = ["adamw-lr3e-4", "adamw-lr1e-3", "sgd-lr0.1", "sgd-lr0.3", "lora-lr3e-3", "lora-lr0.01"]
 
 
 def _study(tmp_path: Path, *extra: str):
     return run_cli(
         "run_study.py", "--config", "studies/smoke.yaml", "--study_dir", str(tmp_path / "study"),
-        "--report_dir", str(tmp_path / "report"), *SHORTEN, *extra,
+        "--report_dir", str(tmp_path / "report"), *SHORTEN, *extra, timeout=1800,
     )  # fmt: skip
 
 
@@ -42,7 +42,7 @@ def test_smoke_study_end_to_end_then_skips(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     study, report = tmp_path / "study", tmp_path / "report"
     lines = first.stdout.splitlines()
-    assert sum(bool(re.match(r"\[\d/8\] .* done in \d+", line)) for line in lines) == 8, first.stdout
+    assert sum(bool(re.match(r"\[\d+/10\] .* done in \d+", line)) for line in lines) == 10, first.stdout
     assert lines[-1] == f"report: {report / 'report.md'}"
 
     # Layout: one folder per stage, each with its command and log.
@@ -54,16 +54,17 @@ def test_smoke_study_end_to_end_then_skips(tmp_path: Path) -> None:
         assert (study / "eval" / name / "summary.json").is_file() and (study / "eval" / name / "stage.log").is_file()
     assert (study / "study_config.json").is_file()
 
-    # The best SGD rate by final validation loss is the one evaluated.
+    # The best rate of each method by final validation loss is the one evaluated.
     def final(name: str) -> float:
         return json.loads((study / "train" / name / "run_summary.json").read_text())["eval_loss"][-1][1]
 
-    best_sgd = min(["sgd-lr0.1", "sgd-lr0.3"], key=final)
-    sgd_eval = json.loads((study / "eval" / "sgd" / "stage_config.json").read_text())
-    assert sgd_eval["run"] == best_sgd
+    best = {method: min([r for r in RUNS if r.startswith(method)], key=final) for method in ("adamw", "sgd", "lora")}
+    best_sgd = best["sgd"]
+    for method, run in best.items():
+        assert json.loads((study / "eval" / method / "stage_config.json").read_text())["run"] == run
     assert json.loads((study / "eval" / "sgd" / "summary.json").read_text())["model"] == str(study / "train" / best_sgd)
     lora_eval = json.loads((study / "eval" / "lora" / "summary.json").read_text())
-    assert lora_eval["adapter"] == str(study / "train" / "lora-lr0.01")
+    assert lora_eval["adapter"] == str(study / "train" / best["lora"])
     assert lora_eval["model"] == "assets/smoke-task/model" and lora_eval["num_problems"] == 8
 
     # Figures: real images, every run a line, the best SGD run emphasised, epoch ends marked.
@@ -87,7 +88,7 @@ def test_smoke_study_end_to_end_then_skips(tmp_path: Path) -> None:
     interval = r"\d+\.\d–\d+\.\d%"
     base_row = rf"^\| base \| assets/smoke-task/model \| \d+\.\d\d% \| {interval} \| \(base\) \| \d+ / 8 \|"
     assert re.search(base_row, accuracy, re.M)
-    for method, run in (("adamw", "adamw-lr1e-3"), ("sgd", best_sgd), ("lora", "lora-lr0.01")):
+    for method, run in best.items():
         row = rf"^\| {method} \| {run} \| \d+\.\d\d% \| {interval} \| [+-]\d+\.\d\d \| \d+ / 8 \|"
         assert re.search(row, accuracy, re.M), method
     assert missing_cells(report) == []  # every convergence and resources cell has its number
@@ -98,10 +99,10 @@ def test_smoke_study_end_to_end_then_skips(tmp_path: Path) -> None:
 
     # Rerun: every stage is skipped, no summary is rewritten, the report is rebuilt.
     before = _summaries(study)
-    assert len(before) == 8
+    assert len(before) == 10
     second = _study(tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert sum("skipped (done)" in line for line in second.stdout.splitlines()) == 8, second.stdout
+    assert sum("skipped (done)" in line for line in second.stdout.splitlines()) == 10, second.stdout
     assert "done in" not in second.stdout
     assert _summaries(study) == before
 
@@ -163,10 +164,11 @@ def test_real_study_plan(capsys, tmp_path: Path) -> None:
     run_study.main(["--config", "studies/qwen3-0.6b-base.yaml", "--study_dir", str(study), "--dry_run", "true"])
     out = capsys.readouterr().out
     for name in ("adamw-lr5e-6", "adamw-lr1e-5", "adamw-lr2e-5", "sgd-lr0.01", "sgd-lr0.02", "sgd-lr0.05",
-                 "lora-lr1e-4", "lora-lr2e-4"):  # fmt: skip
+                 "lora-lr1e-4", "lora-lr2e-4", "lora-lr4e-4"):  # fmt: skip
         assert f"--output_dir {study / 'train' / name} " in out
-    assert out.count("accelerate launch --config_file accelerate_configs/single_gpu.yaml --num_processes 1") == 8
-    assert "[1/12] eval base ... to run: python run_eval.py --model Qwen/Qwen3-0.6B-Base" in out
+    assert out.count("accelerate launch --config_file accelerate_configs/single_gpu.yaml --num_processes 1") == 9
+    assert "tuning budget: adamw 3 trials x 1 seed, sgd 3 trials x 1 seed, lora 3 trials x 1 seed" in out
+    assert "[1/13] eval base ... to run: python run_eval.py --model Qwen/Qwen3-0.6B-Base" in out
     assert "--max_new_tokens 1024" in out and "--backend auto" in out
     assert not study.exists()
 
