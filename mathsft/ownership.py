@@ -194,13 +194,16 @@ def inventory(directory: str | os.PathLike, kinds: Iterable[str]) -> Inventory:
     if not directory.is_dir():
         return found
     recorded = {kind for kind in kinds if (directory / RECORDS[kind]).is_file()}
-    with os.scandir(directory) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            problem = _entry_problem(entry, kinds, recorded)
-            if problem is None:
-                found.owned.append(Path(entry.path))
-            else:
-                found.foreign.append(problem)
+    try:
+        with os.scandir(directory) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                problem = _entry_problem(entry, kinds, recorded)
+                if problem is None:
+                    found.owned.append(Path(entry.path))
+                else:
+                    found.foreign.append(problem)
+    except OSError as err:  # an unreadable folder (or entry) cannot be shown to be ours
+        raise UserError(f"cannot read {err.filename or directory}: {err.strerror or err}") from err
     return found
 
 
@@ -242,7 +245,11 @@ def _nested_runs(directory: Path) -> list[str]:
     for child in sorted(directory.iterdir()):
         if child.is_symlink() or not child.is_dir() or child.name.startswith(artifacts.CHECKPOINT_PREFIX):
             continue
-        for folder in [child, *sorted(child.iterdir())][:_MAX_SCANNED]:
+        try:
+            folders = [child, *sorted(child.iterdir())][:_MAX_SCANNED]
+        except OSError:  # unreadable: it is foreign anyway, and named as such
+            continue
+        for folder in folders:
             scanned += 1
             if folder.is_dir() and not folder.is_symlink() and any((folder / m).is_file() for m in RUN_MARKERS):
                 found.append(f"{child.name}/")
@@ -282,3 +289,39 @@ def check_output_location(directory: str | os.PathLike, reads: Iterable[tuple[st
             named = ", ".join(others) or f"it is a study folder ({artifacts.STUDY_CONFIG})"
             raise UserError(f"{option} {directory} holds other runs ({named}); give each run a folder of its own, "
                             f"such as {directory / '<name>'}")  # fmt: skip
+
+
+# ---- the report folder ------------------------------------------------------------------------------------------
+
+# Each file the report writes, and what its first 4 KB hold when the report wrote it.
+_REPORT_SIGNS = {
+    artifacts.REPORT_MD: ("Built by `make_report.py`",),
+    artifacts.ACCURACY_MD: ("# Accuracy",),
+    artifacts.RESOURCES_MD: ("# Resources",),
+    artifacts.LOSS_TRAIN_PNG: ("Matplotlib",),
+    artifacts.LOSS_VAL_PNG: ("Matplotlib",),
+    artifacts.FIGURES_JSON: (f'"{artifacts.LOSS_TRAIN_PNG}"', f'"{artifacts.LOSS_VAL_PNG}"'),
+    artifacts.PROBLEM_DIFF: ('"change"',),
+}
+
+
+def _written_by_report(path: Path) -> bool:
+    if path.is_symlink() or not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        head = f.read(4096).decode("utf-8", errors="replace")
+    if path.name == artifacts.PROBLEM_DIFF and not head.strip():
+        return True  # no problem changed
+    return any(sign in head for sign in _REPORT_SIGNS[path.name])
+
+
+def refuse_report_clashes(directory: str | os.PathLike) -> None:
+    """Refuse, in one line, a report folder where a file the report writes already exists and is not an earlier
+    report's (a user's ``report.md``, a link): the report replaces its own files and touches nothing else."""
+    directory = Path(directory)
+    clashes = [name for name in _REPORT_SIGNS if os.path.lexists(directory / name)]
+    foreign_files = [name for name in clashes if not _written_by_report(directory / name)]
+    if foreign_files:
+        named = ", ".join(foreign_files[:MAX_NAMED])
+        raise UserError(f"report folder {directory} holds {named}, which make_report.py did not write; it replaces "
+                        "only its own files: choose another report folder")  # fmt: skip

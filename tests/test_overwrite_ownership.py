@@ -447,3 +447,39 @@ def test_a_link_as_stage_folder_is_refused(tmp_path):
     stage = Stage("eval", "base", "eval base", tmp_path / "study" / "eval" / "base", {}, [], [])
     with pytest.raises(UserError, match="symbolic link"):
         _stage_entries(stage)
+
+
+# ---- the report folder --------------------------------------------------------------------------------------------
+
+
+def _earlier_report(folder: Path) -> Path:
+    """The files an earlier ``make_report.py`` left (their opening lines as the report writes them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.md").write_text("# Fine-tuning `m` with adamw\n\nBuilt by `make_report.py` from `runs/a`.\n")
+    (folder / "accuracy.md").write_text("# Accuracy\n")
+    (folder / "resources.md").write_text("# Resources\n")
+    (folder / "loss_train.png").write_bytes(b"\x89PNG\r\n\x1a\n tEXtSoftware Matplotlib version3")
+    (folder / "figures.json").write_text('{"loss_train.png": {}, "loss_val.png": {}}\n')
+    (folder / "problem_diff.jsonl").write_text("")
+    return folder
+
+
+def test_report_replaces_only_its_own_files(tmp_path):
+    folder = _earlier_report(tmp_path / "report")
+    (folder / "thesis.tex").write_text("mine\n")  # not a report file: never touched, no reason to refuse
+    ownership.refuse_report_clashes(folder)
+    (folder / "accuracy.md").write_text("# My accuracy notes\n")
+    (folder / "loss_val.png").symlink_to(folder / "thesis.tex")
+    with pytest.raises(UserError, match=r"holds accuracy\.md, loss_val\.png, which make_report\.py did not write"):
+        ownership.refuse_report_clashes(folder)
+
+
+@pytest.mark.slow
+def test_make_report_keeps_a_users_report(tmp_path):
+    from test_safety import _eval_source
+
+    source = _eval_source(tmp_path)
+    report = tmp_path / "thesis"
+    user_files(report)
+    (report / "report.md").write_text("# Chapter 4: my own report\n")
+    refused(["make_report.py", str(source), "--output", str(report)], "report.md", report)
