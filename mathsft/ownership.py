@@ -3,8 +3,9 @@
 Each writer writes its record first and its results after it, so a file counts as ours only beside the record of the
 writer that wrote it:
 
-- a training run (``train``): ``run_identity.json``; beside it ``run_summary.json``, ``validation_ids.json``,
-  ``perf_epochs.jsonl``, ``trainer_state.json``, ``training_args.bin``, the saved model or adapter (``config.json``,
+- a training run (``train``): ``run_identity.json``, ``run_summary.json``, ``validation_ids.json`` and
+  ``perf_epochs.jsonl`` (names only mathsft writes); beside the identity or the summary ``trainer_state.json``,
+  ``training_args.bin``, the saved model or adapter (``config.json``,
   ``generation_config.json``, ``model*.safetensors`` and its index, ``pytorch_model*.bin``, ``adapter_config.json``,
   ``adapter_model.*``, the tokenizer files, ``chat_template.jinja``, TRL's model card ``README.md``), ``tensorboard/``
   (event files only) and ``checkpoint-N/`` folders. A checkpoint that holds our completion marker is ours when it
@@ -55,9 +56,12 @@ MODEL_FILES = frozenset({
 MODEL_PATTERNS = ("model-*-of-*.safetensors", "pytorch_model-*-of-*.bin")
 MODEL_CARD = "README.md"  # ours only when it is the card TRL writes (see _is_model_card)
 TRAINING_ARGS = "training_args.bin"
+# Names only mathsft writes: ours wherever they are (a run_summary.json also records a run, as older runs did).
+_BY_NAME = {TRAIN: frozenset({artifacts.RUN_SUMMARY, artifacts.VALIDATION_IDS, artifacts.PERF_EPOCHS})}
+_ALSO_RECORDS = {TRAIN: (artifacts.RUN_SUMMARY,)}
+# Names any Hugging Face folder may hold: ours only beside the record.
 _FILES = {
-    TRAIN: MODEL_FILES
-    | {artifacts.RUN_SUMMARY, artifacts.VALIDATION_IDS, artifacts.PERF_EPOCHS, artifacts.TRAINER_STATE, TRAINING_ARGS},
+    TRAIN: MODEL_FILES | {artifacts.TRAINER_STATE, TRAINING_ARGS},
     EVAL: frozenset({artifacts.GENERATIONS, artifacts.EVAL_SUMMARY}),
     STAGE: frozenset({artifacts.STAGE_LOG}),
 }
@@ -86,6 +90,11 @@ class Inventory:
         """The owned entries except ``keep`` and the lock (held by the running process)."""
         kept = {LOCK_FILE, *keep}
         return [path for path in self.owned if path.name not in kept]
+
+
+def records(kind: str) -> tuple[str, ...]:
+    """The files whose presence says that a writer of ``kind`` wrote into a folder."""
+    return (RECORDS[kind], *_ALSO_RECORDS.get(kind, ()))
 
 
 def _matches(name: str, names: Iterable[str], patterns: Iterable[str]) -> bool:
@@ -164,9 +173,9 @@ def _entry_problem(entry: os.DirEntry, kinds: tuple[str, ...], recorded: set[str
         return f"{name} -> {os.readlink(entry.path)}"
     if name == LOCK_FILE:
         return None
-    every_name = {RECORDS[kind] for kind in kinds} | {n for kind in kinds for n in _FILES[kind]}
+    by_name = {RECORDS[kind] for kind in kinds} | {n for kind in kinds for n in _BY_NAME.get(kind, ())}
     if entry.is_file(follow_symlinks=False):
-        if name in {RECORDS[kind] for kind in kinds} or _is_leftover(name, every_name):
+        if name in by_name or _is_leftover(name, by_name | {n for kind in kinds for n in _FILES[kind]}):
             return None
         for kind in kinds:
             if _matches(name, _FILES[kind], _PATTERNS[kind]) or (kind == TRAIN and _card(path)):
@@ -193,7 +202,7 @@ def inventory(directory: str | os.PathLike, kinds: Iterable[str]) -> Inventory:
     found = Inventory(directory)
     if not directory.is_dir():
         return found
-    recorded = {kind for kind in kinds if (directory / RECORDS[kind]).is_file()}
+    recorded = {kind for kind in kinds if any((directory / n).is_file() for n in records(kind))}
     try:
         with os.scandir(directory) as entries:
             for entry in sorted(entries, key=lambda e: e.name):

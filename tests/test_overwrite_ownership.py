@@ -129,13 +129,13 @@ def test_an_evaluation_and_a_stage_of_ours_are_owned(tmp_path):
         (lambda d: shutil.copytree(SMOKE_MODEL, d), None, "model.safetensors with no run_identity.json"),
         # a checkpoint without our marker and without a run around it
         (lambda d: (d / "checkpoint-3").mkdir(parents=True), None, "checkpoint-3/"),
-        (lambda d: (d.mkdir(), (d / "run_summary.json").write_text("{}")), None, "run_summary.json with no"),
+        (lambda d: (d.mkdir(), (d / "trainer_state.json").write_text("{}")), None, "trainer_state.json with no"),
         (lambda d: (fake_eval(d), (d / "eval_config.json").unlink()), (ownership.EVAL,), "summary.json with no"),
         (lambda d: (d.mkdir(), (d / "stage.log").write_text("x")), (ownership.STAGE,), "stage.log with no"),
         (lambda d: (fake_eval(d), (d / "run_summary.json").write_text("{}")), (ownership.EVAL,), "run_summary.json"),
     ],
     ids=["user-file", "user-folder", "user-readme", "file-in-checkpoint", "file-in-tensorboard", "user-model",
-         "bare-checkpoint", "summary-without-identity", "eval-summary-without-config", "log-without-record",
+         "bare-checkpoint", "trainer-state-alone", "eval-summary-without-config", "log-without-record",
          "run-file-in-eval"],  # fmt: skip
 )
 def test_anything_else_is_foreign(tmp_path, make, kinds, named):
