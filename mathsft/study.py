@@ -10,6 +10,9 @@ Stages, each a subprocess writing into its own folder of the study dir (layout i
 Every stage folder gets ``stage_config.json`` (the exact command) and ``stage.log`` (its output). A stage whose
 outputs exist and whose recorded command matches is skipped; an interrupted one resumes; one whose command changed
 is refused unless ``--overwrite true``, so a config edit never silently mixes old and new results.
+A stage that failed before any result is cleaned of the files the study and its script wrote, and only those
+(``mathsft.ownership``); a stage folder holding anything else, or results without its ``stage_config.json``, is
+refused in one line, with ``--overwrite`` too.
 """
 
 from __future__ import annotations
