@@ -21,14 +21,14 @@ from typing import Any, cast
 
 import torch
 
-from mathsft import artifacts
+from mathsft import artifacts, ownership
 from mathsft.artifacts import EVAL_CONFIG, EVAL_SUMMARY, GENERATIONS, EvalSummary, JsonlAppender, read_jsonl_rows
 from mathsft.data import DEFAULT_DATASET, load_problems
 from mathsft.errors import UserError, reject_unknown_keys
 from mathsft.generation import BACKENDS
 from mathsft.grading import validate_grader_timeout
 from mathsft.identity import exclusive_output, first_difference, normalized
-from mathsft.shards import SHARD_PATTERN, ProcessGroup, Shard, current_shard, merge_shards
+from mathsft.shards import ProcessGroup, Shard, current_shard, merge_shards
 
 # Test hook: raise KeyboardInterrupt after this many batches were written (simulates Ctrl-C in the e2e tests).
 _INTERRUPT_ENV = "MATHSFT_EVAL_INTERRUPT_AFTER_BATCHES"
@@ -207,11 +207,7 @@ def check_config(output: Path, settings: dict[str, Any]) -> None:
                 "use a new --output or pass --overwrite true to start over"
             )
         return
-    if (output / GENERATIONS).exists():
-        raise UserError(
-            f"{output / GENERATIONS} exists but {EVAL_CONFIG} does not, so its settings are unknown; "
-            "use a new --output or pass --overwrite true"
-        )
+    # Without eval_config.json, generations.jsonl and summary.json are not ours: _prepare_output has refused them.
 
 
 def prepare_evaluation(args: EvalArguments, shard: Shard | None = None) -> EvalRun:
@@ -250,12 +246,16 @@ def _process_device(device: str, shard: Shard) -> str:
 
 
 def _prepare_output(run: EvalRun) -> None:
+    """Refuse a folder that is not the evaluation's to use (see ``mathsft.ownership``); with --overwrite remove the
+    previous evaluation's files, and only those."""
     output, args = run.output, run.args
     artifacts.check_writable_dir(output, "--output folder")
+    reads = [("model folder", args.model), ("adapter folder", args.adapter), ("data", args.dataset)]
+    ownership.check_output_location(output, reads, "--output")
+    previous = ownership.refuse_foreign(output, ownership.EVALUATION_FOLDER, "--output")
     output.mkdir(parents=True, exist_ok=True)
     if args.overwrite:
-        for path in [output / GENERATIONS, output / EVAL_CONFIG, output / EVAL_SUMMARY, *output.glob(SHARD_PATTERN)]:
-            path.unlink(missing_ok=True)
+        ownership.remove(previous.removable(keep=ownership.KEPT_ON_OVERWRITE))
     run.settings = eval_settings(args, run.dtype_name)
     check_config(output, run.settings)
     merged = merge_shards(output)  # rows a stopped multi-process run left in its shares

@@ -1242,6 +1242,9 @@ def write_report(sources: Sequence[str | Path], output: str | Path, log_scale: b
     analysis = analyze(runs, evals)
     output = Path(output)
     artifacts.check_writable_dir(output, "report folder")  # one line, not a traceback, for a file in the way
+    from mathsft.ownership import refuse_report_clashes
+
+    refuse_report_clashes(output)  # a user's report.md is never replaced
     output.mkdir(parents=True, exist_ok=True)
     figures = {
         name: plot_losses(runs, analysis.best, kind, output / name, log_scale, analysis.best_names)

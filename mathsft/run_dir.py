@@ -6,8 +6,10 @@ folder and decides, writing nothing until the decision is made:
 - an empty or new folder: start, recording the identity;
 - the same run, finished: nothing to do (``RunAlreadyComplete``);
 - the same run, unfinished: resume from its newest complete checkpoint with ``--resume_from_checkpoint true``;
-- another run, or files of unknown origin: refused in one line naming the first difference, unless
-  ``--overwrite true``, which removes the old run's files first (checkpoints, events, results).
+- another run: refused in one line naming the first difference, unless ``--overwrite true``, which removes the old
+  run's files first (checkpoints, events, results, saved model: exactly what ``mathsft.ownership`` says a run owns);
+- anything a run did not write (a user's file, a link, another run below it), or a folder that must never be an
+  output (the model or data being read, a git checkout): refused in one line, with or without ``--overwrite``.
 
 A checkpoint counts as complete only once ``mathsft_checkpoint.json`` (the run identity and the size of every file) is
 written into it, after every file the trainer saves; a save cut short (a crash, a full disk) leaves no marker, and a
@@ -19,16 +21,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 from trl import ModelConfig
 
-from mathsft import artifacts
+from mathsft import artifacts, ownership
 from mathsft.configs import DataArguments, MathSFTConfig
 from mathsft.errors import DivergedError, UserError
-from mathsft.identity import IDENTITY_FILE, LOCK_FILE, data_identity, first_difference, model_identity, normalized
+from mathsft.identity import IDENTITY_FILE, data_identity, first_difference, model_identity, normalized
 from mathsft.methods import method_for
 
 logger = logging.getLogger(__name__)
@@ -101,22 +102,18 @@ def other_settings(training_args: MathSFTConfig, model_args: ModelConfig, hyper:
     return settings
 
 
-# Files a run's folder may hold before the run: the lock, and the study's record and log of the stage.
-_NOT_RUN_FILES = (LOCK_FILE, artifacts.STAGE_CONFIG, artifacts.STAGE_LOG)
+def _reads(identity: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """The local model and data a run reads (from its identity): its output folder must stay apart from them."""
+    model = identity.get("model") or {}
+    data = (identity.get("data") or {}).get("files") or {}
+    return [("model folder", model.get("path")), ("data", data.get("path"))]
 
 
-def _entries(directory: Path) -> list[Path]:
-    """The folder's contents that belong to a training run."""
-    return [p for p in directory.iterdir() if p.name not in _NOT_RUN_FILES] if directory.is_dir() else []
-
-
-def _clear(directory: Path) -> None:
-    """Remove a previous run's files (checkpoints, events, results), keeping the folder, its lock and stage files."""
-    for entry in _entries(directory):
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+def _run_entries(directory: Path, identity: dict[str, Any]) -> list[Path]:
+    """What a previous run left in ``directory`` (all ours, or refused in one line): what --overwrite removes."""
+    ownership.check_output_location(directory, _reads(identity), "output_dir")
+    found = ownership.refuse_foreign(directory, ownership.TRAINING_FOLDER, "output_dir")
+    return found.removable(keep=ownership.KEPT_ON_OVERWRITE)
 
 
 def _finished(summary: artifacts.RunSummary | None) -> bool:
@@ -130,7 +127,7 @@ class OutputPlan:
     directory: Path
     identity: dict[str, Any]
     checkpoint: str | None  # the checkpoint to resume from
-    clear: bool  # --overwrite: remove the previous run's files first
+    clear: bool  # --overwrite: remove the previous run's files (only those, see mathsft.ownership) first
 
 
 def plan_output_dir(directory: Path, identity: dict[str, Any], overwrite: bool, resume: str | None) -> OutputPlan:
@@ -140,13 +137,14 @@ def plan_output_dir(directory: Path, identity: dict[str, Any], overwrite: bool, 
     if resume is not None and overwrite:
         raise UserError("--overwrite true starts over; it cannot be combined with --resume_from_checkpoint")
     artifacts.check_writable_dir(directory, "output_dir")
+    entries = _run_entries(directory, identity)
     recorded = artifacts.read_json(directory / IDENTITY_FILE)
     # Checkpoints alone (copied from a run) may be resumed: each one's marker says which run wrote it.
     checkpoint_dirs = {path for _, path in artifacts.checkpoints(directory)}
-    only_checkpoints = all(path in checkpoint_dirs for path in _entries(directory))
-    if _entries(directory) and recorded is None and not overwrite and not (resume and only_checkpoints):
-        raise UserError(f"{directory} holds files that are not a mathsft training run; choose another output_dir, "
-                        "or pass --overwrite true to delete them")  # fmt: skip
+    only_checkpoints = all(path in checkpoint_dirs for path in entries)
+    if entries and recorded is None and not overwrite and not (resume and only_checkpoints):
+        raise UserError(f"{directory} holds a mathsft run without a readable {IDENTITY_FILE}; resume its checkpoints "
+                        "with --resume_from_checkpoint true, or pass --overwrite true to start over")  # fmt: skip
     if recorded is not None and not overwrite:
         difference = first_difference(recorded, identity)
         if difference:
@@ -162,14 +160,15 @@ def plan_output_dir(directory: Path, identity: dict[str, Any], overwrite: bool, 
             raise UserError(f"{directory} holds an unfinished run of these settings; resume it with "
                             "--resume_from_checkpoint true, or pass --overwrite true to start over")  # fmt: skip
     checkpoint = resolve_checkpoint(resume, directory, identity)
-    return OutputPlan(directory, identity, checkpoint, clear=overwrite and bool(_entries(directory)))
+    return OutputPlan(directory, identity, checkpoint, clear=overwrite and bool(entries))
 
 
 def apply_output_plan(plan: OutputPlan) -> None:
-    """Clear the previous run (with --overwrite) and record this run's identity."""
+    """Remove the previous run's files (with --overwrite; listed again, so that nothing that appeared since the plan
+    is removed) and record this run's identity."""
     if plan.clear:
         logger.warning("--overwrite: removing the previous run in %s", plan.directory)
-        _clear(plan.directory)
+        ownership.remove(_run_entries(plan.directory, plan.identity))
     plan.directory.mkdir(parents=True, exist_ok=True)
     artifacts.write_json_atomic(plan.directory / IDENTITY_FILE, plan.identity)
 

@@ -15,6 +15,9 @@ outputs exist and whose recorded command matches is skipped; an interrupted one 
 is refused unless ``--overwrite true``, so a config edit never silently mixes old and new results. Every check that
 can be made before training (names, options, changed stages, the evaluations of methods whose runs are all done) is
 made before the study writes anything, ``study_config.json`` included.
+A stage that failed before any result is cleaned of the files the study and its script wrote, and only those
+(``mathsft.ownership``); a stage folder holding anything else, or results without its ``stage_config.json``, is
+refused in one line, with ``--overwrite`` too.
 """
 
 from __future__ import annotations
@@ -25,14 +28,13 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mathsft import artifacts
+from mathsft import artifacts, ownership
 from mathsft.artifacts import EVAL_SUMMARY, GENERATIONS, RUN_SUMMARY, STAGE_CONFIG, STAGE_LOG, STUDY_CONFIG, read_json
 from mathsft.errors import EXIT_DIVERGED, UserError
 from mathsft.identity import IDENTITY_FILE, exclusive_output
@@ -368,11 +370,9 @@ class Study:
 
     def _refuse_changed(self, stages: list[Stage]) -> None:
         """A stage with results from other settings is refused (one line) unless --overwrite, before any write."""
-        if self.config.overwrite:
-            return
         for stage in stages:
-            status, detail = self._status(stage)
-            if status == "changed":
+            status, detail = self._status(stage)  # refuses a folder that is not this study's, with --overwrite too
+            if status == "changed" and not self.config.overwrite:
                 raise UserError(
                     f"{stage.directory} was run with other settings ({detail}); "
                     "pass --overwrite true to redo that stage, or use another --study_dir"
@@ -419,7 +419,7 @@ class Study:
     def _status(self, stage: Stage) -> tuple[str, str | None]:
         """``done``, ``resume`` (with a checkpoint for training), ``todo`` or ``changed`` (with the differences)."""
         directory = stage.directory
-        if not directory.is_dir() or not any(directory.iterdir()):
+        if not _stage_entries(stage):
             return "todo", None
         if not _has_results(stage):
             return "todo", None  # a stage that failed before writing any result simply runs again
@@ -463,8 +463,8 @@ class Study:
         note = {"resume": " (resuming)", "changed": " (command changed: starting over)"}.get(status, "")
         progress.start(stage.description + note, stage.directory / STAGE_LOG)
         started = time.perf_counter()
-        if status == "todo" and stage.directory.is_dir():
-            shutil.rmtree(stage.directory)  # leftovers of a stage that failed before any result
+        if status == "todo":  # leftovers of a stage that failed before any result: only the files it wrote
+            ownership.remove(_stage_entries(stage))
         stage.directory.mkdir(parents=True, exist_ok=True)
         artifacts.write_json_atomic(stage.directory / STAGE_CONFIG, stage.record)
         shown = stage.display + command[len(stage.command) :]  # plus --resume_from_checkpoint / --overwrite
@@ -546,6 +546,22 @@ def refuse_shared_folders(stages: list[Stage]) -> None:
         other = seen.setdefault(key, stage)
         if other is not stage:
             raise UserError(f"'{other.description}' and '{stage.description}' would share the folder {stage.directory}")
+
+
+def _stage_entries(stage: Stage) -> list[Path]:
+    """What the study and the stage's script wrote into the stage folder (see ``mathsft.ownership``). A folder that
+    is a link, holds anything else, or holds results without a record of this study's stage is not the study's: one
+    line, with or without --overwrite, and nothing in it is touched."""
+    directory = stage.directory
+    if directory.is_symlink():
+        raise UserError(f"stage folder {directory} is a symbolic link; the study never writes or removes through a "
+                        "link: use another --study_dir")  # fmt: skip
+    entries = ownership.refuse_foreign(directory, (stage.kind, ownership.STAGE), "stage folder").removable()
+    record = read_json(directory / STAGE_CONFIG)
+    if any(not path.name.endswith(".tmp") for path in entries) and (record or {}).get("stage") != stage.kind:
+        raise UserError(f"stage folder {directory} holds files but no record of this study's {stage.kind} stage "
+                        f"({STAGE_CONFIG}); it is left alone: move it away or use another --study_dir")  # fmt: skip
+    return entries
 
 
 def _has_results(stage: Stage) -> bool:

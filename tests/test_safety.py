@@ -697,7 +697,7 @@ def test_folder_of_unknown_files_is_refused(tmp_path):
     output = tmp_path / "run"
     output.mkdir()
     (output / "notes.txt").write_text("my notes\n")
-    refused(train_args(output), "not a mathsft training run", tmp_path)
+    refused(train_args(output), "did not write there (notes.txt)", tmp_path)
 
 
 @pytest.mark.slow
@@ -737,10 +737,11 @@ def test_resume_skips_an_incomplete_checkpoint(finished_run, tmp_path, damage):
 @pytest.mark.slow
 def test_overwrite_starts_clean(finished_run, tmp_path):
     copy = copy_run(finished_run, tmp_path)
-    (copy / "notes.txt").write_text("left by the old run\n")
+    (copy / "notes.txt").write_text("a file of the user's, not the old run's\n")
+    refused(train_args(copy, "--learning_rate", "0.002", "--overwrite", "true"), "notes.txt", tmp_path)
+    (copy / "notes.txt").unlink()
     old_events = {p.name for p in (copy / "tensorboard").iterdir()}
     expect(run(*train_args(copy, "--learning_rate", "0.002", "--overwrite", "true")), 0)
-    assert not (copy / "notes.txt").exists()
     assert not old_events & {p.name for p in (copy / "tensorboard").iterdir()}, "old TensorBoard events were kept"
     assert summary(copy)["hyperparameters"]["learning_rate"] == 0.002
     identity = json.loads((copy / "run_identity.json").read_text())
