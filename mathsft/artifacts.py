@@ -238,8 +238,9 @@ def summary_problems(data: Any, schema: type) -> list[str]:
         problems += [p for key in ("train_loss", "eval_loss") for p in _loss_curve_problems(data.get(key), key)]
         problems += _run_value_problems(data)
     if schema is EvalSummary:
-        problems += [f"{key}.{name} lacks '{field}'" for key in ("by_subject", "by_level")
-                     for name, group in (data.get(key) or {}).items() if isinstance(group, dict)
+        groups = [(key, data[key]) for key in ("by_subject", "by_level") if isinstance(data.get(key), dict)]
+        problems += [f"{key}.{name} lacks '{field}'" for key, by_name in groups
+                     for name, group in by_name.items() if isinstance(group, dict)
                      for field in ("accuracy", "count") if field not in group]  # fmt: skip
         problems += [p for key, value in data.items() if key.startswith(("pass@", "maj@"))
                      for p in value_problems(value, float | None, key)]  # fmt: skip

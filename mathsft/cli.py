@@ -190,14 +190,15 @@ def _field_hints(dataclass_types: tuple[type, ...]) -> dict[str, tuple[Any, Any]
     return hints
 
 
-def _type_problem(value: Any, hint: Any) -> str | None:
-    """Why a YAML value cannot be of a field's type, or None. Text is fine for numbers and bools (the parser converts
-    it and names the option if it cannot); a list takes one item of its item type too (as ``--key value`` does)."""
+def _type_problem(value: Any, hint: Any, text_converts: bool = True) -> str | None:
+    """Why a YAML value cannot be of a field's type, or None. Text is fine for numbers and bools when the parser
+    converts it (``text_converts``; it names the option if it cannot); a list takes one item of its item type too
+    (as ``--key value`` does)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any or isinstance(hint, typing.TypeVar) or origin is typing.Literal:
         return None
     if origin in (typing.Union, types.UnionType):
-        problems = {option: _type_problem(value, option) for option in args}
+        problems = {option: _type_problem(value, option, text_converts) for option in args}
         if any(p is None for p in problems.values()):
             return None
         # Explain with the option of the value's own shape (a list against list[str]), never with "expected null".
@@ -208,26 +209,29 @@ def _type_problem(value: Any, hint: Any) -> str | None:
     if origin in (list, tuple, set) or hint in (list, tuple, set):
         item = args[0] if args else Any
         if isinstance(value, list):
-            return next((f"item {i + 1} {p}" for i, v in enumerate(value) if (p := _type_problem(v, item))), None)
-        return None if not isinstance(value, dict) and _type_problem(value, item) is None else \
-            f"is {_kind(value)}, expected a list"
+            found = ((i, _type_problem(v, item, text_converts)) for i, v in enumerate(value, start=1))
+            return next((f"item {i} {p}" for i, p in found if p), None)
+        scalar_ok = not isinstance(value, dict) and _type_problem(value, item, text_converts) is None
+        return None if scalar_ok else f"is {_kind(value)}, expected a list"
     if origin is dict or hint is dict:
         return None if isinstance(value, dict) else f"is {_kind(value)}, expected a mapping"
     if isinstance(value, list | dict):
         return f"is {_kind(value)}, expected {_hint_text(hint)}"
+    is_text = isinstance(value, str)
     if hint is bool:
-        return None if isinstance(value, bool | str) else f"is {_kind(value)}, expected true or false"
-    if hint is int:
-        ok = isinstance(value, int | str) and not isinstance(value, bool)
-        return None if ok else f"is {_kind(value)}, expected an integer"
-    if hint is float:
-        return None if isinstance(value, int | float | str) and not isinstance(value, bool) else \
-            f"is {_kind(value)}, expected a number"
-    if hint is str:
-        return None if isinstance(value, str) else f"is {_kind(value)}, expected text (quote it in YAML)"
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return None if isinstance(value, str | hint) else f"is {_kind(value)}, expected a name of {hint.__name__}"
-    return None  # other classes: the dataclass checks the value
+        ok = isinstance(value, bool) or (is_text and text_converts)
+    elif hint is int:
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (is_text and text_converts)
+    elif hint is float:
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)) or (is_text and text_converts)
+    elif hint is str:
+        ok = is_text
+    elif isinstance(hint, type) and issubclass(hint, enum.Enum):
+        ok = isinstance(value, str | hint)
+    else:
+        return None  # other classes: the dataclass checks the value
+    quote = " (quote it in YAML)" if hint is str else ""
+    return None if ok else f"is {_kind(value)}, expected {_hint_text(hint)}{quote}"
 
 
 def _kind(value: Any) -> str:
@@ -236,22 +240,27 @@ def _kind(value: Any) -> str:
 
 
 def _hint_text(hint: Any) -> str:
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return f"a name of {hint.__name__}"
     return {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(hint, str(hint))
 
 
-def check_config_types(config: dict[str, Any], dataclass_types: tuple[type, ...], where: str) -> None:
+def check_config_types(
+    config: dict[str, Any], dataclass_types: tuple[type, ...], where: str, text_converts: bool = True
+) -> None:
     """Every value of a config file against its field's type, before anything reads or expands it: a list where a
-    number belongs, numbers where text belongs, a list of lists; one line naming the key."""
+    number belongs, numbers where text belongs, a list of lists; one line naming the key. ``text_converts``: the
+    values go through the command-line parser, which turns text into numbers (false: the mapping is used as is)."""
     hints = _field_hints(dataclass_types)
     for key, value in config.items():
         if key not in hints:
             continue
         hint, default = hints[key]
         if value is None:
-            if default is None or _type_problem(None, hint) is None:
+            if default is None or _type_problem(None, hint, text_converts) is None:
                 continue
             raise UserError(f"'{key}' in {where} is null; remove it to keep the default")
-        problem = _type_problem(value, hint)
+        problem = _type_problem(value, hint, text_converts)
         if problem is not None:
             raise UserError(f"'{key}' in {where} {problem}")
 

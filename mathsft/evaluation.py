@@ -139,6 +139,9 @@ def eval_args_from_mapping(settings: dict[str, Any], where: str) -> EvalArgument
     """``EvalArguments`` from a mapping of ``run_eval.py`` options (unknown keys get a "did you mean")."""
     known = [f.name for f in fields(EvalArguments) if f.name not in STUDY_RESERVED_EVAL_KEYS]
     reject_unknown_keys(settings, known, "run_eval.py option", where)
+    from mathsft.cli import check_config_types
+
+    check_config_types(settings, (EvalArguments,), where, text_converts=False)  # used as is: no parser converts text
     try:
         args = EvalArguments(**({"model": "-", "output": "-"} | settings))
     except TypeError as err:
