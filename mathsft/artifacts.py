@@ -293,12 +293,13 @@ def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def read_checked(path: Path, schema: type) -> dict[str, Any] | None:
+def read_checked(path: Path, schema: type) -> Any:
     """A summary file checked against its schema: None when missing or unreadable (a crash mid-write), and a
     :class:`UserError` ``corrupt: <file>: <field> ...`` when it parses but holds a value of the wrong type, so no
     reader computes with it (a traceback, or a wrong best run)."""
-    data = read_json(path)
-    if data is None:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # missing, or torn by a crash mid-write: not there yet
         return None
     problems = summary_problems(data, schema)
     if problems:

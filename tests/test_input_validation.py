@@ -126,6 +126,17 @@ def test_a_loose_corrupt_eval_is_named_too(tmp_path, capsys):
                       "adapter")  # fmt: skip
 
 
+def test_a_summary_that_is_not_an_object_is_corrupt_and_a_torn_one_missing(tmp_path, capsys):
+    study = _study(tmp_path)
+    path = study / "train/adamw-lr1e-5/run_summary.json"
+    path.write_text("[1, 2]\n")
+    _one_line_refusal(capsys, lambda: make_report.main([str(study), "--output", str(tmp_path / "report")]),
+                      f"corrupt: {path}: expected a JSON object, got list")  # fmt: skip
+    path.write_text('{"method": "adamw", "eval_lo')  # a crash mid-write: the run is reported as unfinished
+    make_report.main([str(study), "--output", str(tmp_path / "report")])
+    assert "adamw-lr1e-5" in (tmp_path / "report" / "report.md").read_text()
+
+
 def test_report_script_refuses_a_corrupt_summary(tmp_path):
     """Through the real script: one line, exit 2, nothing written."""
     study = _study(tmp_path)
