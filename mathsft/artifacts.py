@@ -201,6 +201,103 @@ def _matches(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
+def value_problems(value: Any, hint: Any, where: str) -> list[str]:
+    """Where a JSON value does not match a type hint, field by field (``eval_loss[2][1]``, ``by_level.5.count``):
+    list items, dict values and nested ``TypedDict`` keys are checked too, not only the outer type."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return []
+    if origin is not None and origin not in (list, dict):  # a union such as float | None
+        return [] if any(not value_problems(value, option, where) for option in args) else [_wrong(value, hint, where)]
+    if not _matches(value, hint):
+        return [_wrong(value, hint, where)]
+    if origin is list and args:
+        return [p for i, item in enumerate(value) for p in value_problems(item, args[0], f"{where}[{i}]")]
+    if origin is dict and len(args) == 2:
+        return [p for key, item in value.items() for p in value_problems(item, args[1], f"{where}.{key}")]
+    if isinstance(hint, type) and hasattr(hint, "__required_keys__"):
+        fields = get_type_hints(hint)
+        return [p for key, item in value.items() if key in fields
+                for p in value_problems(item, fields[key], f"{where}.{key}")]  # fmt: skip
+    return []
+
+
+def _wrong(value: Any, hint: Any, where: str) -> str:
+    shown = getattr(hint, "__name__", None) if get_origin(hint) is None else None
+    return f"{where} is {type(value).__name__}, expected {shown or hint}"
+
+
+# Typed beyond the schema: the loss curves' [step, loss] points, the hyperparameters the best-run pick and the report
+# compute with, and the sampled keys (pass@k, maj@n) whose names depend on n.
+_LOSS_POINT = "[step, loss] with a number step and a number or null loss"
+_HYPERPARAMETER_TYPES: dict[str, Any] = {
+    "learning_rate": float, "lora_r": int | None, "lora_alpha": float | None, "use_peft": bool | None,
+    "model_name_or_path": str | None, "dtype": str | None, "per_device_train_batch_size": int,
+    "gradient_accumulation_steps": int, "world_size": int, "effective_batch_size": int, "num_train_epochs": float,
+    "max_steps": int, "adam_beta1": float, "adam_beta2": float, "sgd_momentum": float, "sgd_dampening": float,
+    "sgd_nesterov": bool,
+}  # fmt: skip
+
+
+def _loss_curve_problems(curve: Any, where: str) -> list[str]:
+    if not isinstance(curve, list):
+        return []  # reported by the schema check
+    for i, point in enumerate(curve):
+        ok = isinstance(point, list) and len(point) == 2 and is_number(point[0])
+        if not ok or not (point[1] is None or is_number(point[1])):
+            return [f"{where}[{i}] is {json.dumps(point)[:40]}, expected {_LOSS_POINT}"]
+    return []
+
+
+def summary_problems(data: Any, schema: type) -> list[str]:
+    """Every wrong type in a run or evaluation summary, field by field (missing keys are tolerated: an older or
+    interrupted run may lack some, and readers use ``.get``)."""
+    if not isinstance(data, Mapping):
+        return [f"expected a JSON object, got {type(data).__name__}"]
+    hints = get_type_hints(schema)
+    problems = [p for key, value in data.items() if key in hints for p in value_problems(value, hints[key], key)]
+    if schema is RunSummary:
+        problems += [p for key in ("train_loss", "eval_loss") for p in _loss_curve_problems(data.get(key), key)]
+        problems += _run_value_problems(data)
+    if schema is EvalSummary:
+        groups = [(key, data[key]) for key in ("by_subject", "by_level") if isinstance(data.get(key), dict)]
+        problems += [f"{key}.{name} lacks '{field}'" for key, by_name in groups
+                     for name, group in by_name.items() if isinstance(group, dict)
+                     for field in ("accuracy", "count") if field not in group]  # fmt: skip
+        problems += [p for key, value in data.items() if key.startswith(("pass@", "maj@"))
+                     for p in value_problems(value, float | None, key)]  # fmt: skip
+        interval = data.get("accuracy_ci95")
+        if isinstance(interval, list) and len(interval) != 2:
+            problems.append(f"accuracy_ci95 has {len(interval)} numbers, expected 2")
+    return problems
+
+
+def _run_value_problems(data: Mapping[str, Any]) -> list[str]:
+    """The hyperparameters the best-run pick and the report compute with, and the values the memory model needs."""
+    from mathsft.memory import dtype_bytes
+
+    hyper = data.get("hyperparameters")
+    if not isinstance(hyper, dict):
+        return []
+    problems = [p for key, hint in _HYPERPARAMETER_TYPES.items() if key in hyper
+                for p in value_problems(hyper[key], hint, f"hyperparameters.{key}")]  # fmt: skip
+    dtype = hyper.get("dtype")
+    if not problems and isinstance(dtype, str) and dtype.lower() != "auto":
+        try:
+            dtype_bytes(dtype)
+        except ValueError:
+            problems.append(f"hyperparameters.dtype is '{dtype}', not a known dtype")
+    trainable, total = data.get("trainable_params"), data.get("total_params")
+    if isinstance(trainable, int) and isinstance(total, int) and not 0 <= trainable <= total:
+        problems.append(f"trainable_params is {trainable}, expected 0 <= trainable_params <= total_params ({total})")
+    return problems
+
+
+def is_number(value: Any) -> bool:
+    """A JSON number, not a bool (NaN and infinity included: a diverged loss)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def is_finite_number(value: Any) -> bool:
     """A JSON number (not a bool) that is finite: the test for losses, rates and timeouts read from files or flags."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -218,14 +315,29 @@ def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def read_checked(path: Path, schema: type) -> Any:
+    """A summary file checked against its schema: None when missing or unreadable (a crash mid-write), and a
+    :class:`UserError` ``corrupt: <file>: <field> ...`` when it parses but holds a value of the wrong type, so no
+    reader computes with it (a traceback, or a wrong best run)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # missing, or torn by a crash mid-write: not there yet
+        return None
+    problems = summary_problems(data, schema)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UserError(f"corrupt: {path}: {problems[0]}{more}")
+    return data
+
+
 def read_run_summary(run_dir: str | os.PathLike) -> RunSummary | None:
-    """A run's ``run_summary.json`` (None when missing or unreadable)."""
-    return cast(RunSummary | None, read_json(Path(run_dir) / RUN_SUMMARY))
+    """A run's ``run_summary.json`` (None when missing or unreadable; wrong types are a ``corrupt:`` error)."""
+    return cast(RunSummary | None, read_checked(Path(run_dir) / RUN_SUMMARY, RunSummary))
 
 
 def read_eval_summary(eval_dir: str | os.PathLike) -> EvalSummary | None:
-    """An evaluation's ``summary.json`` (None when missing or unreadable)."""
-    return cast(EvalSummary | None, read_json(Path(eval_dir) / EVAL_SUMMARY))
+    """An evaluation's ``summary.json`` (None when missing or unreadable; wrong types are a ``corrupt:`` error)."""
+    return cast(EvalSummary | None, read_checked(Path(eval_dir) / EVAL_SUMMARY, EvalSummary))
 
 
 def read_jsonl_rows(path: Path, repair: bool = False) -> list[dict[str, Any]]:

@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
+import json
+import re
 import sys
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar, cast, overload
@@ -171,6 +176,112 @@ def _read_config(argv: list[str], kind: str) -> tuple[str | None, dict[str, Any]
     return (None, {}) if path is None else (path, load_yaml_mapping(path, kind))
 
 
+def _field_hints(dataclass_types: tuple[type, ...]) -> dict[str, tuple[Any, Any]]:
+    """``{field name: (type hint, default)}`` of every init field; a hint that cannot be resolved is ``Any``."""
+    hints: dict[str, tuple[Any, Any]] = {}
+    for cls in dataclass_types:
+        try:
+            resolved = typing.get_type_hints(cls)
+        except Exception:  # noqa: BLE001 - a library's annotation we cannot evaluate: leave its values to argparse
+            resolved = {}
+        for f in dataclasses.fields(cls):
+            if f.init:
+                hints.setdefault(f.name, (resolved.get(f.name, Any), f.default))
+    return hints
+
+
+def _type_problem(value: Any, hint: Any, text_converts: bool = True) -> str | None:
+    """Why a YAML value cannot be of a field's type, or None. Text is fine for numbers and bools when the parser
+    converts it (``text_converts``; it names the option if it cannot); a list takes one item of its item type too
+    (as ``--key value`` does)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or isinstance(hint, typing.TypeVar) or origin is typing.Literal:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        problems = {option: _type_problem(value, option, text_converts) for option in args}
+        if any(p is None for p in problems.values()):
+            return None
+        # Explain with the option of the value's own shape (a list against list[str]), never with "expected null".
+        shaped = [o for o in args if isinstance(value, list) == (typing.get_origin(o) in (list, tuple, set))]
+        return problems[next((o for o in shaped if o is not type(None)), args[0])]
+    if hint is type(None):
+        return None if value is None else f"is {_kind(value)}, expected null"
+    if origin in (list, tuple, set) or hint in (list, tuple, set):
+        item = args[0] if args else Any
+        if isinstance(value, list):
+            found = ((i, _type_problem(v, item, text_converts)) for i, v in enumerate(value, start=1))
+            return next((f"item {i} {p}" for i, p in found if p), None)
+        scalar_ok = not isinstance(value, dict) and _type_problem(value, item, text_converts) is None
+        return None if scalar_ok else f"is {_kind(value)}, expected a list"
+    if origin is dict or hint is dict:
+        return None if isinstance(value, dict) else f"is {_kind(value)}, expected a mapping"
+    if isinstance(value, list | dict):
+        return f"is {_kind(value)}, expected {_hint_text(hint)}"
+    is_text = isinstance(value, str)
+    if hint is bool:
+        ok = isinstance(value, bool) or (is_text and text_converts)
+    elif hint is int:
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (is_text and text_converts)
+    elif hint is float:
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)) or (is_text and text_converts)
+    elif hint is str:
+        ok = is_text
+    elif isinstance(hint, type) and issubclass(hint, enum.Enum):
+        ok = isinstance(value, str | hint)
+    else:
+        return None  # other classes: the dataclass checks the value
+    quote = " (quote it in YAML)" if hint is str else ""
+    return None if ok else f"is {_kind(value)}, expected {_hint_text(hint)}{quote}"
+
+
+def _kind(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
+
+
+def _hint_text(hint: Any) -> str:
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return f"a name of {hint.__name__}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(hint, str(hint))
+
+
+def check_config_types(
+    config: dict[str, Any], dataclass_types: tuple[type, ...], where: str, text_converts: bool = True
+) -> None:
+    """Every value of a config file against its field's type, before anything reads or expands it: a list where a
+    number belongs, numbers where text belongs, a list of lists; one line naming the key. ``text_converts``: the
+    values go through the command-line parser, which turns text into numbers (false: the mapping is used as is)."""
+    hints = _field_hints(dataclass_types)
+    for key, value in config.items():
+        if key not in hints:
+            continue
+        hint, default = hints[key]
+        if value is None:
+            if default is None or _type_problem(None, hint, text_converts) is None:
+                continue
+            raise UserError(f"'{key}' in {where} is null; remove it to keep the default")
+        problem = _type_problem(value, hint, text_converts)
+        if problem is not None:
+            raise UserError(f"'{key}' in {where} {problem}")
+
+
+def _culprit(message: str, command_line: CommandLine, known: set[str]) -> str:
+    """`` value of 'key'`` for the option a dataclass's own check refused (its message names the value, not the
+    key), found by the key or the value that the message quotes; empty when no single option is found."""
+    values = dict(command_line.config)
+    for index, token in enumerate(command_line.argv):
+        name = option_name(token, known)
+        if name in known and "=" not in token and index + 1 < len(command_line.argv):
+            values[name] = command_line.argv[index + 1]
+        elif name in known:
+            values[name] = token.split("=", 1)[1]
+    named = [key for key in values if key in known and re.search(rf"\b{re.escape(key)}\b", message)]
+    quoted = [key for key, value in values.items() if key in known and isinstance(value, str | int | float)
+              and str(value) and re.search(rf"(?<![\w.-]){re.escape(str(value))}(?![\w.-])", message)]  # fmt: skip
+    found = named or quoted
+    return f" (value of '{found[0]}')" if len(found) == 1 else ""
+
+
 def reject_unknown_options(names: set[str], known: set[str], prog: str) -> None:
     """An option that no dataclass has is one line with the closest known one."""
     for name in sorted(names - known):
@@ -236,6 +347,7 @@ def parse_command_line(
     # Before any dataclass check runs: a typo must not surface as a complaint about some other setting.
     if config_file is not None:
         reject_unknown_keys(config, known | {CONFIG_ENV_KEY}, key_kind or kind, config_file)
+        check_config_types(config, dataclass_types, config_file)
     reject_unknown_options(command_line.given, known, prog)
     parser = _make_parser(dataclass_types, prog)
     try:
@@ -243,6 +355,7 @@ def parse_command_line(
             args=argv, return_remaining_strings=True, separate_remaining_strings=True
         )
     except (ValueError, TypeError) as err:
-        raise UserError(f"bad {kind}: {str(err).strip().splitlines()[0]}") from err
+        message = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"bad {kind}{_culprit(message, command_line, known)}: {message}") from err
     _reject_leftovers(list(remaining), known, prog)
     return tuple(cast(list[Any], values)), command_line

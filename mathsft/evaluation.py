@@ -12,6 +12,7 @@ Outputs under ``--output`` (see ``docs/evaluation.md``):
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -138,6 +139,9 @@ def eval_args_from_mapping(settings: dict[str, Any], where: str) -> EvalArgument
     """``EvalArguments`` from a mapping of ``run_eval.py`` options (unknown keys get a "did you mean")."""
     known = [f.name for f in fields(EvalArguments) if f.name not in STUDY_RESERVED_EVAL_KEYS]
     reject_unknown_keys(settings, known, "run_eval.py option", where)
+    from mathsft.cli import check_config_types
+
+    check_config_types(settings, (EvalArguments,), where, text_converts=False)  # used as is: no parser converts text
     try:
         args = EvalArguments(**({"model": "-", "output": "-"} | settings))
     except TypeError as err:
@@ -186,10 +190,31 @@ def eval_settings(args: EvalArguments, dtype: str) -> dict[str, Any]:
     # By content: other weights under the same path (a retrained run) are another evaluation.
     settings["model_weights"] = model_identity(args.model)
     settings["adapter_weights"] = model_identity(args.adapter)
+    base = adapter_base(args.model) if args.adapter is None else None
+    if base is not None:  # --model is an adapter folder: its base decides the outputs as much as the adapter does
+        settings["adapter_base"] = {"name": base, "weights": model_identity(base)}
     settings["data"] = data_identity(args.dataset)
     settings["grader"] = grader_identity()
     settings["grader_timeout"] = args.grader_timeout
     return settings
+
+
+def adapter_base(model: str) -> str | None:
+    """The base model named in ``adapter_config.json`` when ``model`` is a PEFT adapter folder (evaluated as that
+    base with the adapter merged in), else None."""
+    from mathsft.paths import looks_like_local_path
+
+    config = Path(model).expanduser() / "adapter_config.json"
+    if not config.is_file():
+        return None
+    base = (artifacts.read_json(config) or {}).get("base_model_name_or_path")
+    if not isinstance(base, str) or not base.strip():
+        raise UserError(f"{config} names no base model (base_model_name_or_path); "
+                        "pass the base as --model and this folder as --adapter")  # fmt: skip
+    if looks_like_local_path(base) and not Path(base).expanduser().exists():
+        raise UserError(f"the base model of the adapter {model} ({config}: base_model_name_or_path) is not found: "
+                        f"{base}; pass the base as --model and this folder as --adapter")  # fmt: skip
+    return base
 
 
 def check_config(output: Path, settings: dict[str, Any]) -> None:
@@ -334,6 +359,51 @@ def _result_row(run: EvalRun, pid: int, sample: int, prompt: str, completion: An
     }  # fmt: skip
 
 
+def _context_length(model: Any) -> int | None:
+    """The positions the model was built for (``max_position_embeddings``), None when its config does not say."""
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return context if isinstance(context, int) and not isinstance(context, bool) and context > 0 else None
+
+
+def _longest_prompt(run: EvalRun, tokenizer: Any) -> int:
+    """Tokens of the longest prompt of the whole evaluation (not only of the rows left), so that a resumed run caps
+    its generations exactly as the first run did."""
+    from mathsft import generation as gen
+    from mathsft.template import render_generation_prompt
+
+    texts = [render_generation_prompt(tokenizer, ex[run.args.problem_column], run.args.system_prompt)
+             for ex in run.examples]  # fmt: skip
+    return max((len(gen.encode_prompt(tokenizer, text)) for text in texts), default=0)
+
+
+def capped_max_new_tokens(requested: int, context: int | None, longest_prompt: int, say: bool = True) -> int:
+    """``--max_new_tokens``, capped at what the model's context leaves after the longest prompt: positions past the
+    context are untrained (garbage, or an error in the paged cache). Said once on stderr, not per prompt."""
+    if context is None:
+        return requested
+    room = context - longest_prompt
+    if room < 1:
+        raise UserError(f"the longest prompt ({longest_prompt} tokens) fills the model's context "
+                        f"(max_position_embeddings {context}); nothing can be generated")  # fmt: skip
+    if requested > room:
+        if say:
+            print(f"note: --max_new_tokens {requested} is capped at {room}: the model's context "
+                  f"(max_position_embeddings {context}) minus the longest prompt ({longest_prompt} tokens)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        return room
+    return requested
+
+
+def cap_grader_workers(workers: int | None, say: bool = True) -> int | None:
+    """``--grader_workers``, capped at the CPUs this process may use (more processes only compete); said once."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers is not None and workers > cpus:
+        if say:
+            print(f"note: --grader_workers {workers} is capped at {cpus}, the CPUs available", file=sys.stderr)
+        return cpus
+    return workers
+
+
 def generate_and_grade(run: EvalRun) -> GenerationStats:
     """Generate every missing (problem, sample), grade each batch and append it to ``generations.jsonl``."""
     from mathsft import generation as gen
@@ -342,14 +412,19 @@ def generate_and_grade(run: EvalRun) -> GenerationStats:
     if not run.todo:
         return stats
     args = run.args
+    base = adapter_base(args.model) if args.adapter is None else None
+    model_path, adapter = (base, args.model) if base is not None else (args.model, args.adapter)
     model, tokenizer = gen.load_model_and_tokenizer(
-        args.model, args.adapter, str(run.device), args.dtype, args.attn_implementation
+        model_path, adapter, str(run.device), args.dtype, args.attn_implementation
     )
     if run.shard.is_main:
         record_settings(run)  # the model loaded: from now on this folder holds this evaluation
     prompts, requests = _requests(run, tokenizer)
+    max_new_tokens = capped_max_new_tokens(
+        args.max_new_tokens, _context_length(model), _longest_prompt(run, tokenizer), say=run.shard.is_main
+    )
     settings = gen.SamplingSettings(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+        max_new_tokens=max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
     )
     interrupt_after = int(os.environ.get(_INTERRUPT_ENV, "0"))
     started = time.perf_counter()
@@ -429,6 +504,7 @@ def run_evaluation(args: EvalArguments) -> EvalSummary | None:
     started = time.perf_counter()
     validate_eval_args(args)
     shard = current_shard()
+    args.grader_workers = cap_grader_workers(args.grader_workers, say=shard.is_main)
     group = ProcessGroup(shard)
     try:
         if shard.is_main:
@@ -499,8 +575,8 @@ def _check_grade_row(row: dict[str, Any], number: int, source: str) -> None:
             raise UserError(f"{source} line {number} has no '{key}' field")
     if not isinstance(row["completion"], str):
         raise UserError(f"{source} line {number}: 'completion' must be a string")
-    if row["gold"] is None or isinstance(row["gold"], dict | list):
-        raise UserError(f"{source} line {number}: 'gold' must be a string or a number")
+    if not isinstance(row["gold"], str):  # a number's text is not the number (0.50 vs 0.5): the reference as written
+        raise UserError(f"{source} line {number}: 'gold' must be a string, got {_json_text(row['gold'])}")
     row.setdefault("id", number - 1)  # without ids every row is its own problem (one sample each)
     row.setdefault("sample", 0)
     for key in ("id", "sample"):
@@ -508,11 +584,34 @@ def _check_grade_row(row: dict[str, Any], number: int, source: str) -> None:
             raise UserError(f"{source} line {number}: '{key}' must be a string or a number")
 
 
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)[:40]
+
+
+def _check_unique_pairs(rows: list[dict[str, Any]], source: str) -> None:
+    """Ids and samples are compared as they are written (``1``, ``1.0`` and ``"1"`` are three problems, never
+    merged); a repeated (id, sample) pair is refused, since which of the two rows counts would be a guess."""
+    first_line: dict[tuple[str, str], int] = {}
+    for number, row in enumerate(rows, start=1):
+        key = (_json_text(row["id"]), _json_text(row["sample"]))
+        if key in first_line:
+            raise UserError(f"{source} line {number} repeats id {key[0]}, sample {key[1]} of line {first_line[key]}")
+        first_line[key] = number
+
+
+def _as_written(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose ids are their JSON text, for scoring: Python's 1 == 1.0 must not merge two problems."""
+    return [row | {"id": _json_text(row["id"])} for row in rows]
+
+
 def run_grading(args: GradeArguments) -> dict[str, Any]:
-    """Grade an existing JSONL of completions; writes the scored rows and returns the summary."""
+    """Grade an existing JSONL of completions; writes the scored rows and returns the summary.
+
+    Every row is checked, graded and scored before the output is written: a refused input leaves no output file."""
     validate_grader_timeout(args.grader_timeout, key="--grader_timeout")
     if args.grader_workers is not None and args.grader_workers < 1:
         raise UserError(f"--grader_workers must be >= 1, got {args.grader_workers}")
+    args.grader_workers = cap_grader_workers(args.grader_workers)
     source = Path(args.input)
     if not source.is_file():
         raise UserError(f"input file not found: {args.input}")
@@ -523,11 +622,12 @@ def run_grading(args: GradeArguments) -> dict[str, Any]:
         raise UserError(f"{args.input} holds no rows")
     for number, row in enumerate(rows, start=1):
         _check_grade_row(row, number, args.input)
+    _check_unique_pairs(rows, args.input)
     _grade_rows(rows, args.grader_timeout, args.grader_workers)
+    summary: dict[str, Any] = dict(_summarize(_as_written(rows)))  # a refusal here too comes before any write
     destination.parent.mkdir(parents=True, exist_ok=True)
     # Atomic: the output may be the input itself, and a failed write must never lose a row.
     artifacts.write_text_atomic(destination, "".join(artifacts.jsonl_line(row) for row in rows))
-    summary: dict[str, Any] = dict(_summarize(rows))
     summary["input"] = str(source)
     summary["output"] = str(destination)
     return summary

@@ -101,11 +101,12 @@ def grader_identity() -> dict[str, str]:
     return identity
 
 
-def validate_grader_timeout(value: Any, key: str = "grader_timeout") -> float:
-    """``value`` as seconds if it is a finite number > 0; otherwise a one-line :class:`UserError` naming ``key``.
+def validate_grader_timeout(value: Any, key: str = "grader_timeout", maximum: float = 600.0) -> float:
+    """``value`` as seconds if it is a finite number in (0, ``maximum``]; otherwise a one-line :class:`UserError`
+    naming ``key``.
 
-    0 or a negative limit would mark every answer needing math-verify as ``timeout``; ``nan`` or ``inf`` would let
-    one answer hang the evaluation.
+    0 or a negative limit would mark every answer needing math-verify as ``timeout``; ``nan``, ``inf`` or hours
+    would let one answer hang the evaluation (a correct answer grades in well under a second).
     """
     try:
         seconds = float(value)
@@ -113,6 +114,8 @@ def validate_grader_timeout(value: Any, key: str = "grader_timeout") -> float:
         seconds = math.nan
     if isinstance(value, bool) or not math.isfinite(seconds) or seconds <= 0:
         raise UserError(f"{key} must be a finite number of seconds > 0, got {value!r}")
+    if seconds > maximum:
+        raise UserError(f"{key} must be at most {maximum:g} seconds per answer, got {value!r}")
     return seconds
 
 

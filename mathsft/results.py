@@ -95,14 +95,26 @@ def _study_records(path: Path) -> tuple[list[TrainRecord], list[EvalRecord]]:
 
 def _loose_eval(path: Path, runs: list[TrainRecord]) -> EvalRecord:
     """An evaluation folder given on its own, named by the run its ``model``/``adapter`` points to (or ``base``)."""
-    info = read_json(path / EVAL_SUMMARY) or read_json(path / EVAL_CONFIG) or {}
-    adapter, model = info.get("adapter"), info.get("model")
+    config = read_json(path / EVAL_CONFIG) or {}
+    info: dict[str, Any] = dict(artifacts.read_eval_summary(path) or config)
+    adapter, model = (value if isinstance(value, str) else None for value in (info.get("adapter"), info.get("model")))
     by_path = {r.path.resolve(): r for r in runs}
     matched = next((by_path[Path(p).resolve()] for p in (adapter, model) if p and Path(p).resolve() in by_path), None)
-    record = _eval_record(path, BASE_EVAL if not adapter else path.name)
+    label = path.name if adapter else _adapter_label(model, config) or BASE_EVAL
+    record = _eval_record(path, label)
     if matched is not None:
         record.label, record.run = matched.method or matched.name, matched.name
     return record
+
+
+def _adapter_label(model: str | None, config: dict[str, Any]) -> str | None:
+    """An adapter folder evaluated as ``--model`` (its base recorded in ``eval_config.json``, or an
+    ``adapter_config.json`` in the folder) is labelled by the adapter's folder name: it is not the base model."""
+    if not model:
+        return None
+    if config.get("adapter_base") is not None or (Path(model) / "adapter_config.json").is_file():
+        return Path(model).name or model
+    return None
 
 
 def collect(sources: Iterable[str | Path]) -> tuple[list[TrainRecord], list[EvalRecord]]:

@@ -432,7 +432,7 @@ class Study:
         if recorded != expected:
             return "changed", describe_changes(recorded, expected)
         if stage.kind == "train":
-            summary = read_json(directory / RUN_SUMMARY)
+            summary = artifacts.read_run_summary(directory)  # wrong types: a "corrupt:" error, not a crash
             if summary is not None and summary.get("diverged"):
                 return "diverged", None
             if summary is not None and not summary.get("interrupted"):
@@ -487,7 +487,7 @@ class Study:
     @staticmethod
     def _check_outputs(stage: Stage) -> None:
         if stage.kind == "train":
-            summary = read_json(stage.directory / RUN_SUMMARY)
+            summary = artifacts.read_run_summary(stage.directory)
             if summary is None or summary.get("interrupted"):
                 raise UserError(f"{stage.description} stopped before the end; rerun the same command to resume")
         elif artifacts.read_eval_summary(stage.directory) is None:

@@ -262,8 +262,9 @@ def _seeds(value: Any) -> list[int] | None:
 
 
 def _check_overrides(overrides: dict[str, Any], study_owned: set[str]) -> None:
+    from mathsft.cli import check_config_types
     from mathsft.configs import REPLACED_FIELDS
-    from mathsft.recipes import training_keys
+    from mathsft.recipes import TRAINING_DATACLASSES, training_keys
 
     reserved = RESERVED_OVERRIDES | study_owned
     for key, value in overrides.items():
@@ -274,6 +275,7 @@ def _check_overrides(overrides: dict[str, Any], study_owned: set[str]) -> None:
         reject_unknown_keys([key], training_keys(), "train_sft.py option", "train_overrides")
         if value is None:
             raise UserError(f"train_overrides: '{key}' is null; remove it to keep the recipe's value")
+    check_config_types(overrides, TRAINING_DATACLASSES, "train_overrides")
 
 
 def load_recipes(config: StudyConfig) -> dict[str, dict[str, Any]]:
