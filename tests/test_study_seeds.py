@@ -157,6 +157,7 @@ def _fake_finished_study(argv: list[str], finals: dict[str, float]) -> Study:
     base = study.eval_stage(artifacts.BASE_EVAL, None)
     write_json(base.directory / artifacts.STAGE_CONFIG, base.record)
     write_json(base.directory / artifacts.EVAL_SUMMARY, eval_summary())
+    write_json(base.directory / artifacts.EVAL_CONFIG, {})  # run_eval.py's record: the summary is its own
     return study
 
 
@@ -173,6 +174,7 @@ def test_a_study_refused_at_a_best_run_evaluation_writes_nothing(capsys, tmp_pat
     stale = study.final_eval_stage(next(run for run in study.runs if run.name == "sgd-lr0.1"))
     write_json(stale.directory / artifacts.STAGE_CONFIG, stale.record)
     write_json(stale.directory / artifacts.EVAL_SUMMARY, eval_summary())
+    write_json(stale.directory / artifacts.EVAL_CONFIG, {})
     before = _snapshot(tmp_path)
     _fails_with(capsys, argv, "run: 'sgd-lr0.1' -> 'sgd-lr0.3'")
     assert _snapshot(tmp_path) == before and not (tmp_path / artifacts.STUDY_CONFIG).exists()
@@ -188,6 +190,7 @@ def test_a_torn_evaluation_summary_is_not_done(tmp_path: Path) -> None:
     study = _fake_finished_study(argv, {"adamw-lr3e-4": 1.0, "adamw-lr1e-3": 0.5})
     stage = study.final_eval_stage(study.best_runs("adamw", study._summaries())[0])
     write_json(stage.directory / artifacts.STAGE_CONFIG, stage.record)
+    write_json(stage.directory / artifacts.EVAL_CONFIG, {})
     (stage.directory / artifacts.EVAL_SUMMARY).write_text(json.dumps(eval_summary())[:200])  # truncated
     assert study._status(stage) == ("resume", None)
     write_json(stage.directory / artifacts.EVAL_SUMMARY, eval_summary())
