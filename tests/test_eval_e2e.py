@@ -67,6 +67,7 @@ def test_prompts_come_from_the_shared_template(greedy_run):
         assert (row["unique_id"], row["gold"]) == (problem["unique_id"], problem["answer"])
 
 
+@pytest.mark.slow  # a killed evaluation and its resume (about 12 s)
 def test_resume_after_a_crash_mid_write(greedy_run, tmp_path):
     output = tmp_path / "crashed"
     shutil.copytree(greedy_run, output)
@@ -105,6 +106,7 @@ def test_ctrl_c_then_resume(tmp_path):
     assert (output / "generations.jsonl").read_bytes() == before
 
 
+@pytest.mark.slow  # two more evaluations (about 17 s)
 def test_other_settings_are_refused_then_overwritten(greedy_run, tmp_path):
     output = tmp_path / "changed"
     shutil.copytree(greedy_run, output)

@@ -32,6 +32,7 @@ def base_completions(tmp_path_factory) -> dict[int, str]:
     return _evaluate(tmp_path_factory.mktemp("base"), "eval", "--model", str(SMOKE_TASK_MODEL))
 
 
+@pytest.mark.slow  # two smoke trainings and three evaluations: about 80 s
 @pytest.mark.parametrize("method", ["adamw", "lora"])
 def test_fine_tuned_model_answers_differently(method: str, base_completions: dict[int, str], tmp_path: Path) -> None:
     run = tmp_path / "run"

@@ -88,7 +88,10 @@ def _run(args: list[str], tmp_path: Path, offline: bool) -> tuple[float, subproc
 @pytest.mark.parametrize(
     "args",
     [
-        ["train_sft.py", "--config", "recipes/smoke/adamw.yaml", "--model_name_or_path", "Qwen/Qwen3-0.6B-Base"],
+        pytest.param(  # slow: imports TRL and waits out the probe (about 25 s); run_eval below keeps the class
+            ["train_sft.py", "--config", "recipes/smoke/adamw.yaml", "--model_name_or_path", "Qwen/Qwen3-0.6B-Base"],
+            marks=pytest.mark.slow,
+        ),
         ["run_eval.py", "--model", "Qwen/Qwen3-0.6B-Base", "--dataset", "assets/smoke/data"],
     ],
     ids=["train_sft", "run_eval"],

@@ -516,6 +516,7 @@ def test_grade_in_place_write_failure_loses_no_row(tmp_path):
 STUDY = ["run_study.py", "--config", "studies/smoke.yaml"]
 
 
+@pytest.mark.slow  # a study subprocess (about 12 s); test_study_seeds keeps an in-process refused study
 def test_refused_study_leaves_the_disk_byte_identical(tmp_path):
     """A stage run with other settings is refused, and study_config.json is not rewritten."""
     study = tmp_path / "study"

@@ -149,6 +149,7 @@ def test_config_errors_are_one_line(capsys, tmp_path: Path) -> None:
     _fails_with(capsys, [*smoke, "--evaluation", '{"num_samples": 4}'], "greedy decoding")
 
 
+@pytest.mark.slow  # a study subprocess (about 9 s)
 def test_missing_recipe_from_the_command_line_has_no_traceback(tmp_path: Path) -> None:
     result = run_cli(
         "run_study.py", "--config", "studies/smoke.yaml", "--study_dir", str(tmp_path),

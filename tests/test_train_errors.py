@@ -50,6 +50,7 @@ def test_unknown_and_malformed_recipes(capsys, tmp_path):
     _fails_with(capsys, ["--config", str(not_a_mapping)], "must contain a YAML mapping")
 
 
+@pytest.mark.slow  # waits out the hub probe (about 12 s); test_hub.py keeps a fast case
 def test_hub_model_unreachable_suggests_a_local_path(tmp_path):
     """As a user sees it: a real process, offline hub, no traceback."""
     result = run_cli(
