@@ -80,7 +80,9 @@ class EvalArguments:
     attn_implementation: str | None = field(
         default=None, metadata={"help": "Attention implementation passed to from_pretrained (e.g. sdpa)."}
     )
-    overwrite: bool = field(default=False, metadata={"help": "Delete previous outputs in --output and start over."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Start over: remove this evaluation's own files in --output (nothing else)."}
+    )
     grader_timeout: float = field(default=5.0, metadata={"help": "Seconds allowed to grade one answer."})
     grader_workers: int | None = field(default=None, metadata={"help": "Grading processes (default: CPU count)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})

@@ -79,7 +79,7 @@ EVAL_HELP = CommandHelp(
         )),
         ("output", (
             Option("output", "DIR", "generations.jsonl, summary.json and eval_config.json"),
-            Option("overwrite", "true|false", "delete the previous outputs in --output and start over"),
+            Option("overwrite", "true|false", "start over: remove only the evaluation's own files in --output"),
             Option("no_progress", "", "no progress bar"),
         )),
     ),  # fmt: skip

@@ -309,6 +309,8 @@ _REPORT_SIGNS = {
     artifacts.RESOURCES_MD: ("# Resources",),
     artifacts.LOSS_TRAIN_PNG: ("Matplotlib",),
     artifacts.LOSS_VAL_PNG: ("Matplotlib",),
+    artifacts.LR_SENSITIVITY_PNG: ("Matplotlib",),
+    artifacts.ACCURACY_BY_STEP_PNG: ("Matplotlib",),
     artifacts.FIGURES_JSON: (f'"{artifacts.LOSS_TRAIN_PNG}"', f'"{artifacts.LOSS_VAL_PNG}"'),
     artifacts.PROBLEM_DIFF: ('"change"',),
 }

@@ -85,7 +85,8 @@ class StudyConfig:
 
     # ---- Behaviour ----
     overwrite: bool = field(
-        default=False, metadata={"help": "Redo stages whose recorded command differs (deletes their old outputs)."}
+        default=False,
+        metadata={"help": "Redo stages whose recorded command differs (removes only their own old outputs)."},
     )
     dry_run: bool = field(default=False, metadata={"help": "Print the plan and the commands, run nothing."})
     stream: bool = field(default=False, metadata={"help": "Also echo every stage's output on the console."})

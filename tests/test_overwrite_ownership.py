@@ -474,6 +474,16 @@ def test_report_replaces_only_its_own_files(tmp_path):
         ownership.refuse_report_clashes(folder)
 
 
+@pytest.mark.parametrize("figure", ["lr_sensitivity.png", "accuracy_by_step.png"])
+def test_report_keeps_a_users_figure_of_a_new_report_name(tmp_path, figure):
+    folder = _earlier_report(tmp_path / "report")
+    (folder / figure).write_bytes(b"\x89PNG\r\n\x1a\n my own plot")
+    with pytest.raises(UserError, match=rf"holds {figure}, which make_report\.py did not write"):
+        ownership.refuse_report_clashes(folder)
+    (folder / figure).write_bytes(b"\x89PNG\r\n\x1a\n tEXtSoftware Matplotlib version3")  # an earlier report's
+    ownership.refuse_report_clashes(folder)
+
+
 @pytest.mark.slow
 def test_make_report_keeps_a_users_report(tmp_path):
     from test_safety import _eval_source

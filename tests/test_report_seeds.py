@@ -350,3 +350,13 @@ def test_checkpoints_of_a_study_without_seeds(tmp_path: Path) -> None:
                                                                                           ("adamw", 0.5)]
     assert [(p.step, p.accuracy) for p in analysis.steps] == [(0, 0.25), (10, 0.4), (20, 0.5)]
     assert [(c.a, c.b, c.seeds) for c in analysis.comparisons] == [("adamw", "base", 1)]
+
+
+def test_every_report_file_is_one_the_report_recognises_as_its_own(report: Path) -> None:
+    """make_report.py replaces a file only when it recognises it as an earlier report's (ownership._REPORT_SIGNS):
+    a file it writes without an entry there would overwrite a user's file of that name unasked."""
+    from mathsft import ownership
+
+    written = {path.name for path in report.iterdir()}
+    assert written <= set(ownership._REPORT_SIGNS), written - set(ownership._REPORT_SIGNS)
+    assert all(ownership._written_by_report(report / name) for name in written)
