@@ -323,14 +323,19 @@ def _accuracy_panel(ax: Any, lines: dict[str, list[GridResult]], others: Iterato
     ax.set_title("Accuracy of the evaluated runs")
 
 
-def plot_lr_sensitivity(grid: Sequence[GridResult], path: Path) -> dict[str, Any]:
-    """Save :func:`lr_sensitivity_figure` as a PNG; returns what was drawn."""
+def _save_figure(fig: Any, path: Path) -> None:
+    """Write a figure as a PNG, atomically, and free it."""
     import matplotlib.pyplot as plt
 
-    fig, info = lr_sensitivity_figure(grid)
     fig.tight_layout()
     artifacts.save_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
+
+
+def plot_lr_sensitivity(grid: Sequence[GridResult], path: Path) -> dict[str, Any]:
+    """Save :func:`lr_sensitivity_figure` as a PNG; returns what was drawn."""
+    fig, info = lr_sensitivity_figure(grid)
+    _save_figure(fig, path)
     return info
 
 
@@ -381,12 +386,8 @@ def accuracy_by_step_figure(steps: Sequence[StepPoint]) -> tuple[Any, dict[str, 
 
 def plot_accuracy_by_step(steps: Sequence[StepPoint], path: Path) -> dict[str, Any]:
     """Save :func:`accuracy_by_step_figure` as a PNG; returns what was drawn."""
-    import matplotlib.pyplot as plt
-
     fig, info = accuracy_by_step_figure(steps)
-    fig.tight_layout()
-    artifacts.save_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    _save_figure(fig, path)
     return info
 
 

@@ -177,7 +177,13 @@ def paired_comparison(
     if scores_a.shape != scores_b.shape:
         raise ValueError(f"a and b differ in length: {len(scores_a)} != {len(scores_b)}")
     differences = scores_a - scores_b
-    low, high = _percentile_interval(_bootstrap_means(differences, resamples, seed))
+    return _paired_result(scores_a, scores_b, _bootstrap_means(differences, resamples, seed))
+
+
+def _paired_result(scores_a: np.ndarray, scores_b: np.ndarray, bootstrap_means: np.ndarray) -> PairedComparison:
+    """The comparison of two aligned score arrays (any shape) from the bootstrap means of their differences."""
+    differences = scores_a - scores_b
+    low, high = _percentile_interval(bootstrap_means)
     only_a, only_b = int(np.sum(differences > 0)), int(np.sum(differences < 0))
     binary = bool(np.all(np.isin(scores_a, (0.0, 1.0))) and np.all(np.isin(scores_b, (0.0, 1.0))))
     return PairedComparison(
@@ -186,7 +192,7 @@ def paired_comparison(
         p_value=mcnemar_exact_p(only_a, only_b),
         only_a=only_a,
         only_b=only_b,
-        n=len(differences),
+        n=differences.size,
         binary=binary,
     )
 
@@ -380,16 +386,4 @@ def paired_comparison_by_seed(
         raise ValueError(f"a and b differ in shape: {scores_a.shape} != {scores_b.shape}")
     if len(keys) == 1:
         return paired_comparison(scores_a[0], scores_b[0], resamples, seed)
-    differences = scores_a - scores_b
-    low, high = _percentile_interval(hierarchical_bootstrap_means(differences, resamples, seed))
-    only_a, only_b = int(np.sum(differences > 0)), int(np.sum(differences < 0))
-    binary = bool(np.all(np.isin(scores_a, (0.0, 1.0))) and np.all(np.isin(scores_b, (0.0, 1.0))))
-    return PairedComparison(
-        difference_points=float(differences.mean()) * 100,
-        ci95_points=(low * 100, high * 100),
-        p_value=mcnemar_exact_p(only_a, only_b),
-        only_a=only_a,
-        only_b=only_b,
-        n=differences.size,
-        binary=binary,
-    )
+    return _paired_result(scores_a, scores_b, hierarchical_bootstrap_means(scores_a - scores_b, resamples, seed))
