@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from mathsft import artifacts, stats
 from mathsft.artifacts import EvalRecord, EvalSummary, TrainRecord, final_val_loss
-from mathsft.findings import Comparison, MethodResult, findings
+from mathsft.findings import Comparison, MethodResult, findings, update_lost
 from mathsft.results import (
     AccuracyRow,
     GridPoint,
@@ -526,7 +526,11 @@ def method_results(analysis: Analysis) -> list[MethodResult]:
             result = replace(result, accuracy=summary.get("accuracy"), accuracy_ci95=evaluation.interval)
         precision = eval_precision(best) if best is not None else None
         if precision is not None and artifacts.is_finite_number(precision.get("overall")):
-            result = replace(result, update_survival=float(precision["overall"]), eval_dtype=precision.get("dtype"))
+            inexact_base = precision.get("base_exact", True) is False
+            error = precision.get("rounding_error") if inexact_base else None
+            result = replace(result, update_survival=float(precision["overall"]), eval_dtype=precision.get("dtype"),
+                             update_lost=update_lost(precision),
+                             update_rounding_error=float(error) if artifacts.is_finite_number(error) else None)  # type: ignore[arg-type]
         point = next((g for g in analysis.grid if g.best and g.point.method == evaluation.label), None)
         if point is not None and len(point.point.runs) > 1:  # several seeds: the mean of their lowest losses
             lows = [lowest_val_loss(r) for r in point.point.runs]

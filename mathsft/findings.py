@@ -19,8 +19,9 @@ files, so the rules are testable on hand-made numbers. No sentence is written th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mathsft.stats import PairedComparison
 
@@ -50,6 +51,8 @@ class MethodResult:
     diverged_step: int | None = None  # where a diverged run stopped, when known
     update_survival: float | None = None  # share of the fine-tuning update that survives the evaluation dtype
     eval_dtype: str | None = None  # the dtype that share was measured for
+    update_lost: bool = False  # most of the update is lost at that dtype (:func:`update_lost`)
+    update_rounding_error: float | None = None  # ||kept - update|| / ||update|| (base not exact in the dtype)
     seeds: int = 1  # training seeds behind the numbers: with several, the loss is the mean of their lowest losses
 
     @property
@@ -76,12 +79,35 @@ class Comparison:
 ROUNDS_AWAY_BELOW = 0.5  # less than half of the update survives the cast: it "mostly rounds away"
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def update_lost(precision: Mapping[str, Any] | None) -> bool:
+    """Whether most of a run's update is lost at the evaluation dtype (``eval_precision`` of run_summary.json).
+
+    A base exact in the dtype (Qwen3's bf16 checkpoint): less than half of the update survives the cast. A base that
+    is not (an fp32 checkpoint), whose own rounding inflates the survival share far above 1 for tiny updates: the
+    cast changes the update by more than half its size (``rounding_error``)."""
+    if not precision:
+        return False
+    if precision.get("base_exact", True) is False:
+        error: Any = precision.get("rounding_error")
+        return _finite(error) and float(error) > ROUNDS_AWAY_BELOW
+    overall: Any = precision.get("overall")
+    return _finite(overall) and float(overall) < ROUNDS_AWAY_BELOW
+
+
 def _rounds_away(m: MethodResult) -> bool:
-    return m.update_survival is not None and math.isfinite(m.update_survival) and m.update_survival < ROUNDS_AWAY_BELOW
+    exact_share_low = m.update_rounding_error is None and _finite(m.update_survival)
+    return m.update_lost or (exact_share_low and (m.update_survival or 0.0) < ROUNDS_AWAY_BELOW)
 
 
 def _rounding_sentence(m: MethodResult) -> str:
     dtype = m.eval_dtype or "the evaluation dtype"
+    if m.update_rounding_error is not None:  # a base not exact in the dtype: the share counts rounding noise
+        return (f"{m.name}'s fine-tuning update is mostly lost at {dtype}: the cast changes it by "
+                f"{_percent(m.update_rounding_error)} of its size, so its accuracy shows less than it trained.")
     return (f"{m.name}'s fine-tuning update mostly rounds away at {dtype}: only {_percent(m.update_survival or 0.0)} "
             "of it survives the cast to the evaluation dtype, so its accuracy shows less than it trained.")
 

@@ -38,7 +38,7 @@ from mathsft.analysis import (
 )  # fmt: skip
 from mathsft.artifacts import BEST_RULE, EpochRecord, EvalSummary, RunSummary, TrainRecord, final_val_loss, format_lr
 from mathsft.errors import UserError
-from mathsft.findings import ROUNDS_AWAY_BELOW
+from mathsft.findings import ROUNDS_AWAY_BELOW, update_lost
 from mathsft.methods import LORA_KEYS, METHODS
 from mathsft.progress import format_duration
 from mathsft.results import collect, divergence, plan_reports
@@ -890,21 +890,30 @@ def precision_section(analysis: Analysis) -> list[str]:
     for run in runs:
         record = eval_precision(run) or {}
         overall, by_kind = _number(record.get("overall")), record.get("by_kind") or {}
-        low = overall is not None and overall < ROUNDS_AWAY_BELOW
+        low, error = update_lost(record), _number(record.get("rounding_error"))
+        inexact = record.get("base_exact", True) is False
         if low:
-            warnings.append(f"- **{run.method}** ({run.name}): only {_pct(overall)} of the update survives the cast "
-                            f"to {record.get('dtype', NA)}: its update {ROUNDS_AWAY_NOTE}.")  # fmt: skip
+            lost = (f"the cast changes it by {_pct(error)} of its size" if inexact
+                    else f"only {_pct(overall)} of the update survives the cast")  # fmt: skip
+            warnings.append(f"- **{run.method}** ({run.name}): {lost} to {record.get('dtype', NA)}: "
+                            f"its update {ROUNDS_AWAY_NOTE}.")  # fmt: skip
+        note = [ROUNDS_AWAY_NOTE] if low else []
+        note += ["base not exact in this dtype: the share counts rounding noise"] if inexact else []
         rows.append([run.method or NA, run.name, str(record.get("dtype", NA)), _pct(overall),
-                     *[_pct(_number(by_kind.get(k))) for k in kinds], ROUNDS_AWAY_NOTE if low else ""])  # fmt: skip
-    header = ["method", "run", "evaluation dtype", "update surviving the cast", *kinds, "note"]
+                     *[_pct(_number(by_kind.get(k))) for k in kinds], _pct(error), "; ".join(note)])  # fmt: skip
+    header = ["method", "run", "evaluation dtype", "update surviving the cast", *kinds, "cast error", "note"]
     return [
         "### What the evaluation precision keeps", "",
         "Training keeps float32 master weights; the evaluation loads the model in the dtype shown. The share of the "
         "fine-tuning update that survives that cast is ‖cast(w_ft) − cast(w_base)‖ / ‖w_ft − w_base‖ (Frobenius "
         "norm over the tensors of each kind; LoRA: the merged weights), from `eval_precision` in each run's "
         f"`run_summary.json`; \"{NA}\": no update of that kind. Below {100 * ROUNDS_AWAY_BELOW:.0f}% the update "
-        "mostly rounds away, and the accuracy measures less than the training did.", "",
-        md_table(header, rows, right=range(3, 4 + len(kinds))), "",
+        "mostly rounds away, and the accuracy measures less than the training did. \"cast error\" is "
+        "‖(cast(w_ft) − cast(w_base)) − (w_ft − w_base)‖ / ‖w_ft − w_base‖: about 0 when the update survives, about "
+        "1 when it rounds away. A base whose weights are not exact in the dtype (an fp32 checkpoint) moves with the "
+        "cast too, so its share can exceed 100% for tiny updates; there the cast error decides (above "
+        f"{100 * ROUNDS_AWAY_BELOW:.0f}%: mostly lost).", "",
+        md_table(header, rows, right=range(3, 5 + len(kinds))), "",
         *warnings, *([""] if warnings else []),
     ]  # fmt: skip
 

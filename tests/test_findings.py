@@ -174,3 +174,20 @@ def test_an_update_that_rounds_away_is_named():
         "evaluation dtype, so its accuracy shows less than it trained."
     ]
     assert findings([MethodResult("sgd", update_survival=0.5)]) == []  # half survives: not "mostly" rounded away
+
+
+def test_an_inexact_base_is_judged_by_the_cast_error_not_the_share() -> None:
+    """An fp32 base moves with the cast too: its survival share can be far above 1 for an update the cast destroys
+    (precision.py). There the cast error (||kept - update|| / ||update||) decides, not the share."""
+    from mathsft.findings import update_lost
+
+    exact = {"dtype": "bfloat16", "overall": 0.2, "base_exact": True, "rounding_error": 0.9}
+    assert update_lost(exact) and not update_lost(exact | {"overall": 0.8})
+    noisy = {"dtype": "bfloat16", "overall": 20.0, "base_exact": False, "rounding_error": 19.0}
+    assert update_lost(noisy)  # a share of 2000% that is all rounding noise: lost, not "survives"
+    assert not update_lost(noisy | {"overall": 1.01, "rounding_error": 0.05})
+    assert not update_lost(None) and not update_lost(noisy | {"rounding_error": None})
+    sgd = MethodResult("sgd", update_survival=20.0, eval_dtype="bfloat16", update_lost=True,
+                       update_rounding_error=19.0)  # fmt: skip
+    assert findings([sgd]) == ["sgd's fine-tuning update is mostly lost at bfloat16: the cast changes it by 1900.0% "
+                               "of its size, so its accuracy shows less than it trained."]  # fmt: skip
