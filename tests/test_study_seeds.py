@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 
 import pytest
+from test_study import _fails_with  # one study refusal check: exit 2, one error line
 
 import run_study
 from conftest import REPO, run_cli
@@ -97,14 +98,6 @@ def test_stage_records_name_their_seed(tmp_path: Path) -> None:
     assert (record["name"], record["method"], record["seed"], record["step"]) == ("lora-seed7", "lora", 7, None)
     base = study.eval_stage(artifacts.BASE_EVAL, None).record
     assert (base["method"], base["seed"], base["step"]) == (None, None, None)
-
-
-def _fails_with(capsys, argv: list[str], message: str) -> None:
-    with pytest.raises(SystemExit) as exc:
-        run_study.main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
 
 
 def test_colliding_run_names_and_bad_seeds_are_refused(capsys, tmp_path: Path) -> None:
